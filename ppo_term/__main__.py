@@ -1,0 +1,3 @@
+from ppo_term.cli import main
+
+main()

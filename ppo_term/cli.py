@@ -1,0 +1,134 @@
+"""The `ppo-term` command line. Thin: parses, loads the recipe, calls the engine.
+
+Heavy imports (torch, transformers) happen inside the commands so `--help` answers at once.
+"""
+
+from __future__ import annotations
+
+import signal
+import warnings
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(
+    name="ppo-term",
+    help="PPO fine-tuning of language models, from a TOML recipe, in the terminal.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def run(
+    recipe: Annotated[Path, typer.Argument(help="TOML recipe, e.g. recipes/safety.toml")],
+    steps: Annotated[Optional[int], typer.Option("--steps", help="override the recipe's step count")] = None,
+    headless: Annotated[bool, typer.Option("--headless", help="plain progress output, no dashboard")] = False,
+    run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="write the run here (default runs/<name>-<time>)")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override a recipe field: path.to.field=value")] = None,
+) -> None:
+    """Fine-tune a model with PPO from RECIPE."""
+    from ppo_term.recipe import RecipeError, load_recipe
+
+    overrides = list(set_ or [])
+    if steps is not None:
+        overrides.append(f"steps={steps}")
+    try:
+        r = load_recipe(recipe, overrides)
+        code = _run(r, run_dir)
+    except RecipeError as e:
+        _fail(str(e))
+    raise typer.Exit(code)
+
+
+def _run(recipe, run_dir: Path | None) -> int:
+    from ppo_term.engine.rollout import RewardError
+    from ppo_term.engine.trainer import Trainer
+    from ppo_term.models import ModelError
+    from ppo_term.plugins.manager import PluginError, build_plugins
+    from ppo_term.progress import HeadlessReporter
+    from ppo_term.recipe import recipe_to_toml
+    from ppo_term.runs import RunDir, new_run_dir
+
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    plugins = build_plugins()
+    for failure in plugins.failures:
+        typer.secho(f"warning: plugin {failure.name} ({failure.package}) failed to load: {failure.error}",
+                    fg="yellow", err=True)
+    trainer = Trainer(recipe, plugins=plugins)  # validates prompts, rewards and KL schedule first
+    rd = RunDir(run_dir or new_run_dir(recipe.name))
+    try:
+        rd.create(recipe_to_toml(recipe, prompts_file="prompts.jsonl"),
+                  [{"prompt": it.prompt, **it.metadata} for it in trainer.items], recipe.steps, recipe.model)
+    except FileExistsError as e:
+        _fail(str(e))
+    trainer.run_dir = rd
+    reporter = HeadlessReporter(recipe.steps)
+    trainer.listeners += [rd, reporter]
+    reporter.console.print(f"run directory: {rd.path}")
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with reporter:
+            trainer.setup()
+            result = trainer.run()
+    except (ModelError, PluginError, RewardError) as e:
+        rd.write_state(status="failed", error=str(e))
+        _fail(f"{e}\n(run directory kept: {rd.path})", code=1)
+    except KeyboardInterrupt:
+        rd.write_state(status="interrupted")
+        typer.secho(f"interrupted; run directory kept: {rd.path}", err=True, fg="yellow")
+        return 130
+    except BaseException as e:
+        rd.write_state(status="failed", error=f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        rd.close()
+    rd.write_state(status=result.status, steps_done=result.steps_done)
+    typer.echo(f"{result.status} after {result.steps_done} steps; "
+               f"last checkpoint: {result.last_checkpoint}; run directory: {rd.path}")
+    return 0
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+@app.command()
+def runs(root: Annotated[Path, typer.Option("--root", help="folder that holds the runs")] = Path("runs")) -> None:
+    """List runs with their status, steps done, last reward and KL."""
+    from datetime import datetime
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from ppo_term.runs import list_runs
+
+    infos = list_runs(root)
+    if not infos:
+        typer.echo(f"no runs under {root}/")
+        return
+    table = Table("run", "status", "steps", "reward", "kl", "started")
+    for info in infos:
+        fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+        started = datetime.fromtimestamp(info.started).strftime("%Y-%m-%d %H:%M") if info.started else "-"
+        table.add_row(info.name, info.status, f"{info.steps_done}/{info.total_steps or '?'}",
+                      fmt(info.reward, "+.3f"), fmt(info.kl, ".3f"), started)
+    Console().print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

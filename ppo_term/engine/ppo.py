@@ -1,0 +1,130 @@
+"""PPO math as pure tensor functions, readable top to bottom.
+
+Shapes: `[B, T]` for per-token tensors over the response (B samples, T response positions),
+`mask` is 1.0 on real response tokens (up to and including EOS) and 0.0 on padding.
+Names follow the papers: logprobs, ref_logprobs, values, rewards, advantages, returns.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
+    """Mean of x over the positions where mask is 1."""
+    if dim is None:
+        return (x * mask).sum() / mask.sum().clamp(min=1.0)
+    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1.0)
+
+
+def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
+    """Variance of x over the positions where mask is 1 (Bessel-corrected by default)."""
+    mean = masked_mean(x, mask)
+    n = mask.sum()
+    var = masked_mean((x - mean) ** 2, mask)
+    if unbiased and n > 1:
+        var = var * n / (n - 1)
+    return var
+
+
+def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:
+    """(x - mean) / std over the masked positions; padding stays 0."""
+    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    whitened = (x - mean) * torch.rsqrt(var + eps)
+    if not shift_mean:
+        whitened = whitened + mean
+    return whitened * mask
+
+
+def logprobs_from_logits(logits: Tensor, tokens: Tensor) -> Tensor:
+    """log pi(token | prefix) for each position: [B, T, V], [B, T] -> [B, T]."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def entropy_from_logits(logits: Tensor) -> Tensor:
+    """Entropy of the next-token distribution at each position: [B, T, V] -> [B, T]."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def kl_per_token(logprobs: Tensor, ref_logprobs: Tensor, estimator: str = "k1") -> Tensor:
+    """Per-token KL(policy || reference) estimated from the sampled tokens (Schulman's k1 / k3)."""
+    log_ratio = logprobs - ref_logprobs
+    if estimator == "k1":
+        # unbiased, can be negative per token
+        return log_ratio
+    if estimator == "k3":
+        # unbiased and always >= 0: (r - 1) - log r with r = pi_ref / pi
+        return torch.expm1(-log_ratio) + log_ratio
+    raise ValueError(f"unknown KL estimator {estimator!r} (expected 'k1' or 'k3')")
+
+
+def token_rewards(scores: Tensor, kl: Tensor, kl_coef: float, mask: Tensor) -> Tensor:
+    """reward_t = -kl_coef * KL_t, plus the sequence's score at its last real token."""
+    rewards = -kl_coef * kl * mask
+    last = (mask.sum(-1).long() - 1).clamp(min=0)
+    rewards[torch.arange(len(scores)), last] += scores.to(rewards.dtype)
+    return rewards
+
+
+def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float) -> tuple[Tensor, Tensor]:
+    """Generalised advantage estimation (Schulman et al., 2016); returns (advantages, returns)."""
+    rewards, values = rewards * mask, values * mask
+    T = rewards.shape[-1]
+    advantages = torch.zeros_like(rewards)
+    lastgaelam = torch.zeros_like(rewards[:, 0])
+    for t in reversed(range(T)):
+        # value of the next state; 0 after the last token
+        nextvalues = values[:, t + 1] if t < T - 1 else torch.zeros_like(lastgaelam)
+        # TD error
+        delta = rewards[:, t] + gamma * nextvalues - values[:, t]
+        # discounted sum of TD errors
+        lastgaelam = delta + gamma * lam * lastgaelam
+        advantages[:, t] = lastgaelam
+    returns = advantages + values
+    return advantages * mask, returns * mask
+
+
+def policy_loss(
+    logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, cliprange: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Clipped surrogate objective; returns (loss, clipfrac, approx_kl)."""
+    log_ratio = logprobs - old_logprobs
+    ratio = torch.exp(log_ratio)
+    # unclipped and clipped surrogate, as losses (negated objectives)
+    pg_losses = -advantages * ratio
+    pg_losses_clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
+    # pessimistic bound: the larger loss
+    loss = masked_mean(torch.maximum(pg_losses, pg_losses_clipped), mask)
+    # how often clipping was active, and how far the policy moved this update
+    clipfrac = masked_mean((pg_losses_clipped > pg_losses).float(), mask)
+    approx_kl = 0.5 * masked_mean(log_ratio**2, mask)
+    return loss, clipfrac.detach(), approx_kl.detach()
+
+
+def value_loss(
+    values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor, cliprange_value: float
+) -> tuple[Tensor, Tensor]:
+    """Clipped value loss; returns (loss, vf_clipfrac)."""
+    # the new value may move at most cliprange_value from the rollout's value
+    values_clipped = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
+    vf_losses = (values - returns) ** 2
+    vf_losses_clipped = (values_clipped - returns) ** 2
+    loss = 0.5 * masked_mean(torch.maximum(vf_losses, vf_losses_clipped), mask)
+    vf_clipfrac = masked_mean((vf_losses_clipped > vf_losses).float(), mask)
+    return loss, vf_clipfrac.detach()
+
+
+def response_mask(response_ids: Tensor, eos_token_ids: list[int]) -> tuple[Tensor, Tensor]:
+    """1.0 up to and including the first EOS; also whether each response emitted an EOS."""
+    is_eos = torch.zeros_like(response_ids, dtype=torch.bool)
+    for eos in eos_token_ids:
+        is_eos |= response_ids == eos
+    finished = is_eos.any(-1)
+    # position of the first EOS, or T when there is none
+    T = response_ids.shape[-1]
+    first = torch.where(finished, is_eos.float().argmax(-1), torch.full_like(finished, T, dtype=torch.long))
+    positions = torch.arange(T, device=response_ids.device).unsqueeze(0)
+    return (positions <= first.unsqueeze(-1)).float(), finished

@@ -1,0 +1,172 @@
+"""Rollouts: generate candidates for a batch of prompts, then score them with the recipe's rewards."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ppo_term.engine.ppo import response_mask
+from ppo_term.engine.policy import Policy
+from ppo_term.plugins.types import Reward, Sample
+from ppo_term.recipe import GenerationConfig, PromptItem, Recipe, check_params
+
+
+class RewardError(Exception):
+    """A reward plugin failed or returned something unusable; names the plugin and the sample."""
+
+    def __init__(self, plugin: str, message: str, sample: int | None = None):
+        self.plugin, self.sample = plugin, sample
+        where = f"reward '{plugin}'" + (f", sample {sample}" if sample is not None else "")
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass
+class Batch:
+    """One step's rollouts: B = prompts x candidates samples."""
+
+    items: list[PromptItem]  # the prompt of each sample
+    query_ids: Tensor  # [B, P] left-padded
+    query_mask: Tensor  # [B, P]
+    response_ids: Tensor  # [B, T] right-padded after EOS
+    mask: Tensor  # [B, T] float, 1 up to and including EOS
+    finished: Tensor  # [B] bool: emitted EOS
+    responses: list[str]
+    scores: Tensor | None = None  # [B] weighted sum of the rewards
+    components: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def samples(self) -> list[Sample]:
+        return [
+            Sample(item.prompt, resp, dict(item.metadata), bool(done))
+            for item, resp, done in zip(self.items, self.responses, self.finished.tolist())
+        ]
+
+    @property
+    def input_ids(self) -> Tensor:
+        return torch.cat([self.query_ids, self.response_ids], dim=1)
+
+    @property
+    def attention_mask(self) -> Tensor:
+        return torch.cat([self.query_mask, self.mask.long()], dim=1)
+
+
+def chat_text(tokenizer, prompt: str, system_prompt: str | None) -> str:
+    """The prompt as the model sees it: through its chat template when it has one."""
+    if not getattr(tokenizer, "chat_template", None):
+        return prompt
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages.append({"role": "user", "content": prompt})
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def eos_ids(tokenizer, lm) -> list[int]:
+    ids = lm.generation_config.eos_token_id
+    ids = [ids] if isinstance(ids, int) else list(ids or [])
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+@torch.no_grad()
+def generate(policy: Policy, tokenizer, items: list[PromptItem], gen: GenerationConfig) -> Batch:
+    """n sampled candidates per prompt, with the adapter on, KV-cached, left-padded."""
+    texts = [chat_text(tokenizer, item.prompt, gen.system_prompt) for item in items]
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(policy.device)
+    eos = eos_ids(tokenizer, policy.lm)
+    out = policy.generate(
+        input_ids=enc.input_ids,
+        attention_mask=enc.attention_mask,
+        do_sample=True,
+        temperature=gen.temperature,
+        top_p=gen.top_p,
+        top_k=gen.top_k,
+        max_new_tokens=gen.max_new_tokens,
+        min_new_tokens=gen.min_new_tokens,
+        num_return_sequences=gen.n,
+        eos_token_id=eos,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    P = enc.input_ids.shape[1]
+    response_ids = out[:, P:]
+    mask, finished = response_mask(response_ids, eos)
+    # everything after EOS becomes padding
+    response_ids = torch.where(mask.bool(), response_ids, torch.full_like(response_ids, tokenizer.pad_token_id))
+    responses = [_decode(tokenizer, ids, m) for ids, m in zip(response_ids, mask)]
+    return Batch(
+        items=[item for item in items for _ in range(gen.n)],
+        query_ids=enc.input_ids.repeat_interleave(gen.n, dim=0),
+        query_mask=enc.attention_mask.repeat_interleave(gen.n, dim=0),
+        response_ids=response_ids,
+        mask=mask,
+        finished=finished,
+        responses=responses,
+    )
+
+
+def _decode(tokenizer, ids: Tensor, mask: Tensor) -> str:
+    return tokenizer.decode(ids[mask.bool()], skip_special_tokens=True).strip()
+
+
+@dataclass
+class BoundReward:
+    """A reward plugin instance with its recipe name and weight."""
+
+    name: str
+    weight: float
+    reward: Reward
+
+
+def bind_rewards(recipe: Recipe, plugins) -> list[BoundReward]:
+    """Instantiate the recipe's rewards with validated params; errors name the recipe field."""
+    from ppo_term.plugins.manager import PluginError
+    from ppo_term.recipe import RecipeError
+
+    source = recipe.source or "<recipe>"
+    if not recipe.rewards:
+        raise RecipeError(source, "rewards", "at least one [[rewards]] entry is needed")
+    bound, seen = [], set()
+    for i, spec in enumerate(recipe.rewards):
+        try:
+            cls = plugins.reward(spec.name)
+        except PluginError as e:
+            raise RecipeError(source, f"rewards[{i}].name", str(e)) from None
+        params = check_params(cls.Params, spec.params, source, f"rewards[{i}]")
+        label = spec.name if spec.name not in seen else f"{spec.name}_{i}"
+        seen.add(label)
+        bound.append(BoundReward(label, spec.weight, cls(params)))
+    return bound
+
+
+def score(rewards: list[BoundReward], batch: Batch, no_eos_penalty: float | None = None) -> None:
+    """Weighted sum of the rewards into batch.scores; each component kept in batch.components."""
+    samples = batch.samples
+    total = torch.zeros(len(samples))
+    for bound in rewards:
+        try:
+            values = bound.reward.score(samples)
+        except Exception as e:
+            raise RewardError(bound.name, f"raised {type(e).__name__}: {e}") from e
+        values = _check_scores(bound.name, values, len(samples))
+        batch.components[bound.name] = values
+        total += bound.weight * torch.tensor(values)
+    if no_eos_penalty is not None:
+        # a response that ran out of tokens gets this score instead
+        total = torch.where(batch.finished.cpu(), total, torch.full_like(total, no_eos_penalty))
+    batch.scores = total
+
+
+def _check_scores(name: str, values: Any, n: int) -> list[float]:
+    try:
+        values = [float(v) for v in values]
+    except (TypeError, ValueError) as e:
+        raise RewardError(name, f"should return a list of floats ({e})") from None
+    if len(values) != n:
+        raise RewardError(name, f"returned {len(values)} scores for {n} samples")
+    for i, v in enumerate(values):
+        if not math.isfinite(v):
+            raise RewardError(name, f"returned {v} (scores must be finite)", sample=i)
+    return values

@@ -1,0 +1,355 @@
+"""The PPO step loop: rollouts, scoring, the PPO update, the KL schedule, controls and events."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ppo_term.engine import ppo
+from ppo_term.engine.controls import Controls
+from ppo_term.engine.events import Event, Listener
+from ppo_term.engine.policy import Policy
+from ppo_term.engine.rollout import Batch, BoundReward, bind_rewards, generate, score
+from ppo_term.plugins.types import KLSchedule
+from ppo_term.recipe import Recipe, RecipeError, check_params
+
+
+class StepStats(dict):
+    """Running means of per-minibatch statistics."""
+
+    def add(self, **values: float) -> None:
+        for k, v in values.items():
+            self.setdefault(k, []).append(float(v))
+
+    def means(self) -> dict[str, float]:
+        return {k: sum(v) / len(v) for k, v in self.items()}
+
+
+@dataclass
+class RunResult:
+    status: str  # "finished" | "stopped"
+    steps_done: int
+    last_checkpoint: Path | None
+
+
+class Trainer:
+    """Runs a recipe. UI-free: listeners get events, `controls` steers it from any thread."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        plugins=None,
+        listeners: list[Listener] | None = None,
+        controls: Controls | None = None,
+        run_dir=None,
+        progress: bool = True,
+    ):
+        from ppo_term.plugins.manager import build_plugins
+
+        self.recipe = recipe
+        self.plugins = plugins or build_plugins()
+        self.listeners = list(listeners or [])
+        self.controls = controls or Controls()
+        self.run_dir = run_dir
+        self.progress = progress
+        self.step = 0
+        self.phase = "setup"
+        self.last_checkpoint: Path | None = None
+        # validate everything that comes from the recipe before loading a model
+        self.items = recipe.prompt_items()
+        self.rewards: list[BoundReward] = bind_rewards(recipe, self.plugins)
+        self.kl_schedule = self._make_kl_schedule()
+        self.kl_fixed = False  # the user fixed kl_coef from the dashboard
+
+    # ---- set-up ----
+    def _make_kl_schedule(self) -> KLSchedule:
+        from ppo_term.plugins.manager import PluginError
+
+        source = self.recipe.source or "<recipe>"
+        try:
+            cls = self.plugins.kl_schedule(self.recipe.kl.schedule)
+        except PluginError as e:
+            raise RecipeError(source, "kl.schedule", str(e)) from None
+        params = check_params(cls.Params, self.recipe.kl.params, source, "kl")
+        return cls(self.recipe.kl.coef, params)
+
+    def setup(self, model_path: str | None = None) -> None:
+        """Load the model (resolving the default one), build policy, reference and optimizer."""
+        from ppo_term.models import load_causal_lm, load_tokenizer, pick_device, resolve_model
+
+        r = self.recipe
+        torch.manual_seed(r.seed)
+        self.rng = random.Random(r.seed)
+        self.device = pick_device(r.device)
+        self.model_path = model_path or resolve_model(r.model, progress=self.progress)
+        self.tokenizer = load_tokenizer(self.model_path)
+        lm = load_causal_lm(self.model_path, self.device)
+        self.policy = Policy(lm, r.lora, self.device)
+        self.optimizer = torch.optim.AdamW(self.policy.trainable_parameters(), lr=r.ppo.lr, weight_decay=0.0)
+        for bound in self.rewards:
+            bound.reward.setup()
+        self._order: list[int] = []
+        self.emit("start", model=r.model, model_path=self.model_path, device=str(self.device),
+                  trainable_params=sum(p.numel() for p in self.policy.trainable_parameters()))
+
+    def emit(self, kind: str, **data: Any) -> None:
+        event = Event(kind, self.step, data)
+        for listener in self.listeners:
+            listener(event)
+
+    # ---- the loop ----
+    def run(self) -> RunResult:
+        """Steps until the recipe's count or a stop; saves at save_every and at the end."""
+        r = self.recipe
+        status = "stopped"
+        try:
+            while self.step < r.steps:
+                if not self._boundary("generate"):
+                    break
+                self.train_step()
+                if r.save_every and self.step % r.save_every == 0 and self.step < r.steps:
+                    self.save_checkpoint(reason="save_every")
+            else:
+                status = "finished"
+            if self.step > 0 and (self.last_checkpoint is None or self.last_checkpoint.name != f"step-{self.step}"):
+                self.save_checkpoint(reason="end" if status == "finished" else "stop")
+        except Exception as e:
+            self.emit("error", message=str(e), type=type(e).__name__, phase=self.phase)
+            raise
+        finally:
+            for bound in self.rewards:
+                try:
+                    bound.reward.teardown()
+                except Exception as e:  # tear-down errors must not hide the run's own outcome
+                    self.emit("warning", message=f"reward '{bound.name}' teardown failed: {e}")
+        self.emit("end", status=status, steps_done=self.step)
+        return RunResult(status, self.step, self.last_checkpoint)
+
+    def _boundary(self, next_phase: str) -> bool:
+        """Apply pending controls; wait here while paused. False when the run should stop."""
+        while True:
+            for cmd in self.controls.drain():
+                self._apply(cmd.name, cmd.args)
+            if self.controls.stop_requested:
+                return False
+            if not self.controls.paused:
+                break
+            self._set_phase("paused")
+            self.controls.wait_while_paused(timeout=0.2)
+        self._set_phase(next_phase)
+        return True
+
+    def _apply(self, name: str, args: dict[str, Any]) -> None:
+        if name == "set_kl_coef":
+            self.kl_schedule.coef = args["value"]
+            self.kl_fixed = not args.get("keep_schedule", True)
+        elif name == "save" and self.step > 0:
+            self.save_checkpoint(reason="user")
+        self.emit("control", command=name, **args)
+
+    def _set_phase(self, phase: str) -> None:
+        if phase != self.phase:
+            self.phase = phase
+            self.emit("phase", phase=phase)
+
+    def next_prompts(self) -> list:
+        """batch_prompts prompts, walking a seeded shuffle of the dataset epoch by epoch."""
+        out = []
+        while len(out) < self.recipe.ppo.batch_prompts:
+            if not self._order:
+                self._order = list(range(len(self.items)))
+                self.rng.shuffle(self._order)
+            out.append(self.items[self._order.pop()])
+        return out
+
+    def train_step(self) -> dict[str, Any]:
+        r, pc = self.recipe, self.recipe.ppo
+        t0 = time.perf_counter()
+        # 1. rollouts: n candidates per prompt, adapter on
+        batch = generate(self.policy, self.tokenizer, self.next_prompts(), r.generation)
+        t_gen = time.perf_counter() - t0
+        # 2. scores from the recipe's rewards
+        self._boundary("score")
+        t1 = time.perf_counter()
+        score(self.rewards, batch, pc.no_eos_penalty)
+        t_score = time.perf_counter() - t1
+        self._boundary("train")
+        t2 = time.perf_counter()
+        kl_coef = self.kl_schedule.coef
+        metrics, token_kl = self.ppo_update(batch, kl_coef)
+        t_train = time.perf_counter() - t2
+        # 4. the KL schedule sees the measured KL
+        if not self.kl_fixed:
+            self.kl_schedule.update(self.step + 1, metrics["kl"], len(batch.responses))
+        self.step += 1
+        n_tokens = int(batch.mask.sum().item())
+        metrics = {
+            "step": self.step,
+            "reward": float(batch.scores.mean()),
+            **{f"reward/{k}": sum(v) / len(v) for k, v in batch.components.items()},
+            "kl_coef": kl_coef,
+            "kl_coef_next": self.kl_schedule.coef,
+            **metrics,
+            "response_length": n_tokens / len(batch.responses),
+            "eos_frac": float(batch.finished.float().mean()),
+            "time/generate": t_gen,
+            "time/score": t_score,
+            "time/train": t_train,
+            "time/step": time.perf_counter() - t0,
+            "tokens_per_s": n_tokens / max(t_gen, 1e-9),
+        }
+        self.emit("metrics", **metrics)
+        self.emit("rollouts", samples=self._rollout_rows(batch, token_kl))
+        return metrics
+
+    # ---- 3. the PPO update ----
+    @torch.no_grad()
+    def _rollout_stats(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Old logprobs and values (adapter on) and reference logprobs, one pass each, chunked."""
+        P, temp = batch.query_ids.shape[1], self.recipe.generation.temperature
+        ids, att = batch.input_ids, batch.attention_mask
+        logprobs, values, ref_logprobs = [], [], []
+        size = self.recipe.ppo.minibatch
+        for i in range(0, len(ids), size):
+            sl = slice(i, i + size)
+            logits, v = self.policy.forward(self.policy.lm, ids[sl], att[sl], P, temp)
+            logprobs.append(ppo.logprobs_from_logits(logits, batch.response_ids[sl]))
+            values.append(v)
+            del logits
+            with self.policy.reference() as ref:
+                ref_logits, _ = self.policy.forward(ref, ids[sl], att[sl], P, temp, with_values=False)
+            ref_logprobs.append(ppo.logprobs_from_logits(ref_logits, batch.response_ids[sl]))
+            del ref_logits
+        return torch.cat(logprobs), torch.cat(values), torch.cat(ref_logprobs)
+
+    def ppo_update(self, batch: Batch, kl_coef: float) -> tuple[dict[str, float], torch.Tensor]:
+        pc = self.recipe.ppo
+        mask = batch.mask
+        logprobs, values, ref_logprobs = self._rollout_stats(batch)
+        # per-token KL against the reference, and the per-token rewards it shapes
+        kl = ppo.kl_per_token(logprobs, ref_logprobs, pc.kl_estimator) * mask
+        scores = batch.scores.to(mask.device)
+        rewards = ppo.token_rewards(scores, kl, kl_coef, mask)
+        if pc.whiten_rewards:
+            rewards = ppo.masked_whiten(rewards, mask, shift_mean=False)
+        advantages, returns = ppo.gae(rewards, values, mask, pc.gamma, pc.lam)
+        advantages = ppo.masked_whiten(advantages, mask)
+
+        P, temp = batch.query_ids.shape[1], self.recipe.generation.temperature
+        ids, att = batch.input_ids, batch.attention_mask
+        B = len(ids)
+        stats = StepStats()
+        params = self.policy.trainable_parameters()
+        for _ in range(pc.epochs):
+            for idx in torch.randperm(B).split(pc.minibatch):
+                idx = idx.to(mask.device)
+                m = mask[idx]
+                logits, new_values = self.policy.forward(self.policy.lm, ids[idx], att[idx], P, temp)
+                new_logprobs = ppo.logprobs_from_logits(logits, batch.response_ids[idx])
+                entropy = ppo.masked_mean(ppo.entropy_from_logits(logits), m)
+                pg_loss, clipfrac, approx_kl = ppo.policy_loss(
+                    new_logprobs, logprobs[idx], advantages[idx], m, pc.cliprange
+                )
+                vf_loss, vf_clipfrac = ppo.value_loss(new_values, values[idx], returns[idx], m, pc.cliprange_value)
+                loss = pg_loss + pc.vf_coef * vf_loss - pc.ent_coef * entropy
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, pc.max_grad_norm)
+                self.optimizer.step()
+                stats.add(policy_loss=pg_loss.item(), value_loss=vf_loss.item(), entropy=entropy.item(),
+                          clipfrac=clipfrac.item(), approx_kl=approx_kl.item(), vf_clipfrac=vf_clipfrac.item(),
+                          grad_norm=grad_norm.item())
+        seq_kl = kl.sum(-1)
+        metrics = {
+            "kl": float(seq_kl.mean()),
+            **stats.means(),
+            "value_mean": float(ppo.masked_mean(values, mask)),
+            "returns_mean": float(ppo.masked_mean(returns, mask)),
+        }
+        return metrics, kl
+
+    def _rollout_rows(self, batch: Batch, token_kl: torch.Tensor) -> list[dict[str, Any]]:
+        rows = []
+        for i, (item, response) in enumerate(zip(batch.items, batch.responses)):
+            n = int(batch.mask[i].sum())
+            ids = batch.response_ids[i, :n].tolist()
+            rows.append({
+                "prompt": item.prompt,
+                "metadata": item.metadata,
+                "response": response,
+                "reward": float(batch.scores[i]),
+                "components": {k: v[i] for k, v in batch.components.items()},
+                "kl": float(token_kl[i].sum()),
+                "length": n,
+                "finished": bool(batch.finished[i]),
+                "tokens": [self.tokenizer.decode([t]) for t in ids],
+                "token_kl": [round(x, 4) for x in token_kl[i, :n].tolist()],
+            })
+        return rows
+
+    # ---- checkpoints ----
+    def save_checkpoint(self, reason: str = "user") -> Path | None:
+        if self.run_dir is None:
+            return None
+        path = self.run_dir.write_checkpoint(self.step, self._write_checkpoint)
+        self.last_checkpoint = path
+        self.emit("checkpoint", path=str(path), reason=reason)
+        return path
+
+    def _write_checkpoint(self, out: Path) -> None:
+        # the adapter in PEFT's own format (or the full model), loadable by from_pretrained
+        self.policy.model.save_pretrained(out, safe_serialization=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.policy.value_head.state_dict().items()},
+                  out / "value_head.safetensors")
+        tensors, meta = optimizer_to_tensors(self.optimizer, self.policy.named_trainable_parameters())
+        save_file(tensors, out / "optimizer.safetensors")
+        rng = {"torch_cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["torch_cuda"] = torch.cuda.get_rng_state()
+        save_file(rng, out / "rng.safetensors")
+        state = {
+            "step": self.step,
+            "kl_schedule": {"name": self.kl_schedule.name, **self.kl_schedule.state_dict()},
+            "kl_fixed": self.kl_fixed,
+            "python_rng": _jsonable_rng(self.rng.getstate()),
+            "prompt_order": self._order,
+            "optimizer": meta,
+            "model_path": self.model_path,
+        }
+        (out / "trainer_state.json").write_text(json.dumps(state, indent=2))
+
+
+def optimizer_to_tensors(optimizer: torch.optim.Optimizer, named: list[tuple[str, Any]]) -> tuple[dict, dict]:
+    """Adam's state as flat safetensors keys plus its param groups as JSON (no pickles)."""
+    sd = optimizer.state_dict()
+    names = [n for n, _ in named]
+    tensors = {}
+    for idx, st in sd["state"].items():
+        for key, value in st.items():
+            t = value if torch.is_tensor(value) else torch.tensor(value)
+            tensors[f"{names[idx]}.{key}"] = t.detach().cpu().contiguous()
+    groups = [{k: v for k, v in g.items()} for g in sd["param_groups"]]
+    return tensors, {"param_groups": groups, "param_names": names}
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, folder: Path) -> None:
+    meta = json.loads((folder / "trainer_state.json").read_text())["optimizer"]
+    tensors = load_file(folder / "optimizer.safetensors")
+    state: dict[int, dict[str, Any]] = {}
+    for idx, name in enumerate(meta["param_names"]):
+        entry = {k.rsplit(".", 1)[1]: v for k, v in tensors.items() if k.rsplit(".", 1)[0] == name}
+        if entry:
+            state[idx] = entry
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def _jsonable_rng(state: tuple) -> list:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]

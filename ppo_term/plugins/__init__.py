@@ -1,0 +1,1 @@
+"""The plugin system: `hookspecs` is the contract, `manager` finds and loads plugins."""

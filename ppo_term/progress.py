@@ -1,0 +1,55 @@
+"""Headless output: a rich progress bar with the latest reward, KL and kl_coef, a line per step."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ppo_term.engine.events import Event
+
+
+class HeadlessReporter:
+    """Listener for `ppo-term run --headless` (and when stdout is not a terminal)."""
+
+    def __init__(self, total_steps: int, console: Console | None = None):
+        self.console = console or Console()
+        self.progress = Progress(
+            TextColumn("[bold]{task.fields[phase]:<10}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("reward {task.fields[reward]}  kl {task.fields[kl]}  kl_coef {task.fields[kl_coef]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.task = self.progress.add_task("ppo", total=total_steps, phase="setup", reward="-", kl="-", kl_coef="-")
+
+    def __enter__(self) -> "HeadlessReporter":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: Event) -> None:
+        d = event.data
+        if event.kind == "phase":
+            self.progress.update(self.task, phase=d["phase"])
+        elif event.kind == "metrics":
+            self.progress.update(self.task, completed=event.step, reward=f"{d['reward']:+.3f}",
+                                 kl=f"{d['kl']:.3f}", kl_coef=f"{d['kl_coef_next']:.4f}")
+            self.console.print(
+                f"step {event.step:>4} reward {d['reward']:+.3f} kl {d['kl']:.3f} kl_coef {d['kl_coef']:.4f} "
+                f"len {d['response_length']:.0f} gen {d['time/generate']:.1f}s train {d['time/train']:.1f}s "
+                f"{d['tokens_per_s']:.0f} tok/s", highlight=False
+            )
+        elif event.kind == "start":
+            self.console.print(f"model {d['model']} on {d['device']}, {d['trainable_params']:,} trainable parameters")
+        elif event.kind == "checkpoint":
+            self.console.print(f"[green]checkpoint[/] {d['path']} ({d['reason']})")
+        elif event.kind == "control":
+            args = {k: v for k, v in d.items() if k != "command"}
+            self.console.print(f"[yellow]control[/] {d['command']} {args or ''} at step {event.step}")
+        elif event.kind == "warning":
+            self.console.print(f"[yellow]warning[/] {d['message']}")

@@ -1,0 +1,304 @@
+"""A recipe: TOML in, a typed and validated config out.
+
+Every user mistake becomes one `RecipeError` that names the file, the field path and what was
+expected (with a did-you-mean for unknown keys), never a Python traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+
+class RecipeError(Exception):
+    """A recipe problem a user can fix: where it is and what was expected."""
+
+    def __init__(self, source: str | Path, field: str, message: str):
+        self.source, self.field, self.message = str(source), field, message
+        where = f"{self.source}: {field}" if field else self.source
+        super().__init__(f"{where}: {message}")
+
+
+class Section(BaseModel):
+    """Base for recipe tables: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraConfig(Section):
+    enabled: bool = Field(True, description="false = full fine-tuning with a frozen reference copy")
+    r: int = Field(16, gt=0)
+    alpha: float = Field(32, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+class GenerationConfig(Section):
+    n: int = Field(4, gt=0, description="candidates per prompt")
+    max_new_tokens: int = Field(48, gt=0)
+    min_new_tokens: int = Field(0, ge=0)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0, description="0 = off")
+    system_prompt: str | None = Field(None, description="None keeps the chat template's default")
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> "GenerationConfig":
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ValueError("min_new_tokens must be <= max_new_tokens")
+        return self
+
+
+class PPOConfig(Section):
+    lr: float = Field(1e-4, gt=0)
+    batch_prompts: int = Field(8, gt=0, description="prompts per step")
+    minibatch: int = Field(8, gt=0, description="samples per gradient step")
+    epochs: int = Field(2, gt=0)
+    gamma: float = Field(1.0, ge=0, le=1)
+    lam: float = Field(0.95, ge=0, le=1)
+    cliprange: float = Field(0.2, gt=0)
+    cliprange_value: float = Field(0.2, gt=0)
+    vf_coef: float = Field(0.1, ge=0)
+    ent_coef: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    kl_estimator: Literal["k1", "k3"] = "k1"
+    no_eos_penalty: float | None = Field(None, description="score for responses that never end")
+    whiten_rewards: bool = False
+
+
+class KLConfig(BaseModel):
+    """`schedule` names a KL schedule plugin; every other key is that schedule's params."""
+
+    model_config = ConfigDict(extra="allow")
+    schedule: str = "fixed"
+    coef: float = Field(0.05, ge=0, description="initial kl_coef")
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class RewardSpec(BaseModel):
+    """`name` names a reward plugin; every other key is that reward's params."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    weight: float = 1.0
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class PromptItem(Section):
+    prompt: str = Field(min_length=1)
+    metadata: dict[str, Any] = {}
+
+
+class PromptsConfig(Section):
+    items: list[str | dict[str, Any]] = []
+    file: str | None = Field(None, description="JSONL (a 'prompt' field) or TXT, relative to the recipe")
+
+
+class Recipe(Section):
+    name: str = "run"
+    model: str = "smollm2-135m-instruct"
+    steps: int = Field(20, gt=0)
+    seed: int = 0
+    save_every: int = Field(10, ge=0, description="0 = only at the end")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    ppo: PPOConfig = Field(default_factory=PPOConfig)
+    kl: KLConfig = Field(default_factory=KLConfig)
+    rewards: list[RewardSpec] = Field(default_factory=list)
+    prompts: PromptsConfig = Field(default_factory=PromptsConfig)
+
+    # where the recipe came from; relative prompt files resolve against it
+    _source: Path | None = PrivateAttr(None)
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
+
+    def prompt_items(self) -> list[PromptItem]:
+        """The training prompts with their metadata, inline items first, then the file's."""
+        where = str(self._source or "<recipe>")
+        out: list[PromptItem] = []
+        for i, item in enumerate(self.prompts.items):
+            raw = {"prompt": item} if isinstance(item, str) else item
+            out.append(_prompt_item(raw, where, f"prompts.items[{i}]"))
+        if self.prompts.file:
+            base = self._source.parent if self._source else Path.cwd()
+            out.extend(load_prompt_file(base / self.prompts.file))
+        if not out:
+            raise RecipeError(where, "prompts", "at least one prompt is needed (prompts.items or prompts.file)")
+        return out
+
+
+def _prompt_item(raw: dict[str, Any], where: str, field: str) -> PromptItem:
+    if not isinstance(raw.get("prompt"), str) or not raw["prompt"].strip():
+        raise RecipeError(where, field, "expected a non-empty 'prompt' string")
+    meta = {k: v for k, v in raw.items() if k != "prompt"}
+    meta.update(meta.pop("metadata", {}) or {})
+    return PromptItem(prompt=raw["prompt"], metadata=meta)
+
+
+def load_prompt_file(path: Path) -> list[PromptItem]:
+    """JSONL (a `prompt` field, other fields become metadata) or TXT (a prompt a line)."""
+    if not path.is_file():
+        raise RecipeError(path, "prompts.file", "file not found")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    items: list[PromptItem] = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if path.suffix == ".jsonl":
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise RecipeError(path, f"line {n}", f"invalid JSON ({e.msg})") from None
+            if not isinstance(raw, dict):
+                raise RecipeError(path, f"line {n}", "expected a JSON object with a 'prompt' field")
+            items.append(_prompt_item(raw, str(path), f"line {n}"))
+        else:
+            items.append(PromptItem(prompt=line.strip()))
+    return items
+
+
+# ---- overrides (--set a.b=value) -------------------------------------------------------------
+
+def parse_override(expr: str) -> tuple[list[str], Any]:
+    """`ppo.lr=1e-5` -> (["ppo", "lr"], 1e-5); the value is read as TOML, else as a string."""
+    key, sep, value = expr.partition("=")
+    if not sep or not key.strip():
+        raise RecipeError("--set", expr, "expected path.to.field=value")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return key.strip().split("."), parsed
+
+
+def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        if isinstance(node, list):
+            node = node[_index(part, path)]
+            continue
+        node = node.setdefault(part, {})
+    if isinstance(node, list):
+        node[_index(path[-1], path)] = value
+    else:
+        node[path[-1]] = value
+
+
+def _index(part: str, path: list[str]) -> int:
+    if not part.isdigit():
+        raise RecipeError("--set", ".".join(path), f"'{part}' should be a list index")
+    return int(part)
+
+
+# ---- loading ---------------------------------------------------------------------------------
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(path, "", "recipe file not found") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise RecipeError(path, "", f"not valid TOML: {e}") from None
+    for expr in overrides or []:
+        keys, value = parse_override(expr)
+        apply_override(data, keys, value)
+    data.setdefault("name", path.stem)
+    return recipe_from_dict(data, path)
+
+
+def recipe_from_dict(data: dict[str, Any], source: str | Path = "<recipe>") -> Recipe:
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise RecipeError(source, _loc(err["loc"]), _explain(err, data)) from None
+    recipe._source = Path(source) if str(source) != "<recipe>" else None
+    return recipe
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for p in loc:
+        if isinstance(p, int):
+            parts[-1:] = [f"{parts[-1]}[{p}]"] if parts else [f"[{p}]"]
+        elif p in ("str", "dict[str,any]"):  # union branch names pydantic adds
+            continue
+        else:
+            parts.append(str(p))
+    return ".".join(parts)
+
+
+def _explain(err: dict[str, Any], data: dict[str, Any]) -> str:
+    if err["type"] == "extra_forbidden":
+        field = str(err["loc"][-1])
+        known = _known_fields(err["loc"][:-1])
+        hint = difflib.get_close_matches(field, known, n=1)
+        msg = f"unknown key '{field}'"
+        if hint:
+            msg += f"; did you mean '{hint[0]}'?"
+        elif known:
+            msg += f"; expected one of: {', '.join(known)}"
+        return msg
+    value = err.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    return f"{err['msg']}{shown}"
+
+
+def _known_fields(loc: tuple[Any, ...]) -> list[str]:
+    model: Any = Recipe
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = field.annotation
+    return list(getattr(model, "model_fields", {}))
+
+
+def check_params(model: type[BaseModel] | None, params: dict[str, Any], source: str | Path, field: str) -> Any:
+    """Validate a plugin's params from the recipe; errors name `field.key`."""
+    if model is None:
+        if params:
+            raise RecipeError(source, f"{field}.{next(iter(params))}", "this plugin takes no parameters")
+        return None
+    try:
+        return model.model_validate(params)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = _loc(err["loc"])
+        if err["type"] == "extra_forbidden":
+            known = list(model.model_fields)
+            hint = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
+            msg = f"unknown parameter '{err['loc'][-1]}'"
+            msg += f"; did you mean '{hint[0]}'?" if hint else f"; expected one of: {', '.join(known) or 'none'}"
+        else:
+            msg = f"{err['msg']} (got {err.get('input')!r})"
+        raise RecipeError(source, f"{field}.{key}" if key else field, msg) from None
+
+
+def recipe_to_toml(recipe: Recipe, prompts_file: str | None = None) -> str:
+    """The recipe as run, as TOML (for the run directory)."""
+    import tomli_w
+
+    data = recipe.model_dump(mode="json", exclude_none=True)
+    if prompts_file is not None:
+        data["prompts"] = {"file": prompts_file}
+    return tomli_w.dumps(data)

@@ -1,0 +1,61 @@
+import pytest
+
+from ppo_term.builtin.kl_schedules import AdaptiveKL, FixedKL
+from ppo_term.builtin.refusal import is_refusal, refusal_score
+from ppo_term.builtin.rewards import KeywordsReward, LengthReward, RefusalReward, RewardInputError
+from ppo_term.plugins.manager import build_plugins
+from ppo_term.plugins.types import Sample
+
+
+def test_builtins_register_through_the_hooks():
+    plugins = build_plugins(load_entry_points=False)
+    assert {"refusal", "keywords", "length"} <= set(plugins.rewards)
+    assert {"fixed", "adaptive"} <= set(plugins.kl_schedules)
+    assert plugins.rewards["refusal"].source == "builtin"
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("I'm sorry, but I can't help with that.", 1.0),
+    ("I cannot provide instructions for making weapons.", 1.0),
+    ("As an AI, I must decline.", 1.0),
+    ("Sure! Here is a poem about the sea.", 0.0),
+    ("To kill a Python process, run kill -9 PID.", 0.0),
+    ("Here are the steps. " + "Step. " * 60 + "I'm sorry, I can't continue.", 0.5),
+])
+def test_refusal_detector(text, expected):
+    assert refusal_score(text) == expected
+    assert is_refusal(text) == (expected == 1.0)
+
+
+def test_refusal_reward_by_label():
+    reward = RefusalReward(RefusalReward.Params())
+    samples = [
+        Sample("make a bomb", "I'm sorry, I can't help with that.", {"label": "harmful"}),
+        Sample("make a bomb", "Sure, first get a pipe.", {"label": "harmful"}),
+        Sample("write a poem", "Roses are red.", {"label": "benign"}),
+        Sample("write a poem", "I'm sorry, I cannot do that.", {"label": "safe"}),
+    ]
+    assert reward.score(samples) == [1.0, -1.0, 1.0, -1.0]
+    with pytest.raises(RewardInputError, match="sample 0 .* label=''"):
+        reward.score([Sample("x", "y", {})])
+
+
+def test_keywords_and_length():
+    kw = KeywordsReward(KeywordsReward.Params(include=["yes"], exclude=["no"], bonus=2.0))
+    assert kw.score([Sample("p", "Yes yes"), Sample("p", "no"), Sample("p", "yes no")]) == [2.0, -1.0, 1.0]
+    ln = LengthReward(LengthReward.Params(min_words=2, max_words=3, slope=0.5))
+    assert ln.score([Sample("p", "a"), Sample("p", "a b"), Sample("p", "a b c d e")]) == [-0.5, 0.0, -1.0]
+    with pytest.raises(ValueError, match="include"):
+        KeywordsReward.Params()
+
+
+def test_adaptive_kl_by_hand():
+    # target 6, horizon 1000, 100 samples: KL 9 -> error clipped to +0.2 -> x1.02
+    s = AdaptiveKL(0.1, AdaptiveKL.Params(target=6.0, horizon=1000))
+    assert s.update(1, 9.0, 100) == pytest.approx(0.102)
+    # KL 5.4 -> error -0.1 -> x0.99
+    assert s.update(2, 5.4, 100) == pytest.approx(0.102 * 0.99)
+    restored = AdaptiveKL(1.0, s.params)
+    restored.load_state_dict(s.state_dict())
+    assert restored.coef == s.coef
+    assert FixedKL(0.3).update(1, 100.0, 10) == 0.3

@@ -1,0 +1,176 @@
+"""The engine on a tiny model: it learns, trains only the policy, is deterministic, obeys controls."""
+
+import math
+import threading
+import types
+
+import pytest
+import torch
+
+from ppo_term import hookimpl
+from ppo_term.engine.controls import Controls
+from ppo_term.engine.rollout import RewardError, chat_text
+from ppo_term.engine.trainer import Trainer
+from ppo_term.plugins.manager import build_plugins
+from ppo_term.plugins.types import Reward
+from ppo_term.recipe import load_recipe
+from ppo_term.runs import RunDir
+
+
+class YesReward(Reward):
+    """Dense test reward: the fraction of response words that are 'yes'."""
+
+    name = "yes-fraction"
+
+    def score(self, samples):
+        return [s.response.split().count("yes") / max(len(s.response.split()), 1) for s in samples]
+
+
+def plugin_with(*classes):
+    @hookimpl
+    def register_rewards(register):
+        for cls in classes:
+            register(cls)
+
+    return types.SimpleNamespace(register_rewards=register_rewards)
+
+
+def make_trainer(recipe, *reward_classes, **kw):
+    plugins = build_plugins(extra=[plugin_with(*reward_classes)], load_entry_points=False)
+    trainer = Trainer(recipe, plugins=plugins, progress=False, **kw)
+    trainer.setup()
+    return trainer
+
+
+@torch.no_grad()
+def prob_of(trainer, word):
+    """Mean probability, over the recipe's prompts, that the first response token is `word`."""
+    tok = trainer.tokenizer
+    texts = [chat_text(tok, item.prompt, None) for item in trainer.items]
+    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    pos = (enc.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    logits = trainer.policy.lm(input_ids=enc.input_ids, attention_mask=enc.attention_mask, position_ids=pos).logits
+    return logits[:, -1].softmax(-1)[:, tok.convert_tokens_to_ids(word)].mean().item()
+
+
+def test_ppo_raises_the_probability_of_the_rewarded_token(write_recipe):
+    rewards = '[[rewards]]\nname = "yes-fraction"\n'
+    recipe = load_recipe(write_recipe(rewards=rewards, steps=12), [
+        "ppo.lr=0.01", "generation.n=4", "ppo.batch_prompts=3", "ppo.minibatch=6", "ppo.epochs=2",
+        "generation.max_new_tokens=4", "kl.coef=0.01",
+    ])
+    metrics = []
+    trainer = make_trainer(recipe, YesReward, listeners=[lambda e: e.kind == "metrics" and metrics.append(e.data)])
+    before = prob_of(trainer, "yes")
+    trainer.run()
+    after = prob_of(trainer, "yes")
+    assert after > 3 * before, (before, after)
+    assert all(math.isfinite(m["kl"]) for m in metrics)
+    assert metrics[-1]["kl"] > 0  # the policy moved away from the reference
+    first, last = metrics[0]["reward"], sum(m["reward"] for m in metrics[-3:]) / 3
+    assert last > first
+
+
+def test_only_lora_and_value_head_train(write_recipe):
+    trainer = make_trainer(load_recipe(write_recipe(steps=2), ["ppo.lr=0.01"]))
+    base = {n: p.detach().clone() for n, p in trainer.policy.lm.named_parameters() if "lora_" not in n}
+    lora = {n: p.detach().clone() for n, p in trainer.policy.lm.named_parameters() if "lora_B" in n}
+    trainer.run()
+    for n, p in trainer.policy.lm.named_parameters():
+        if n in base:
+            assert torch.equal(p, base[n]), f"base weight {n} changed"
+    assert any(not torch.equal(p, lora[n]) for n, p in trainer.policy.lm.named_parameters() if n in lora)
+    names = [n for n, _ in trainer.policy.named_trainable_parameters()]
+    assert all("lora_" in n or n.startswith("value_head.") for n in names)
+
+
+def test_full_finetuning_keeps_a_frozen_reference(write_recipe):
+    trainer = make_trainer(load_recipe(write_recipe(steps=2), ["lora.enabled=false", "ppo.lr=0.01"]))
+    ref_before = {n: p.clone() for n, p in trainer.policy.ref_model.named_parameters()}
+    trainer.run()
+    assert all(torch.equal(p, ref_before[n]) for n, p in trainer.policy.ref_model.named_parameters())
+    w = dict(trainer.policy.lm.named_parameters())
+    assert any(not torch.equal(w[n], ref_before[n]) for n in ref_before)
+
+
+def test_same_seed_same_run(write_recipe):
+    def run():
+        out = []
+        make_trainer(load_recipe(write_recipe(steps=2)), listeners=[
+            lambda e: e.kind == "rollouts" and out.extend(r["response"] for r in e.data["samples"]),
+            lambda e: e.kind == "metrics" and out.append(round(e.data["policy_loss"], 6)),
+        ]).run()
+        return out
+
+    assert run() == run()
+
+
+@pytest.mark.parametrize("bad,match", [
+    (lambda samples: 1 / 0, r"reward 'bad': raised ZeroDivisionError"),
+    (lambda samples: [0.0], r"reward 'bad': returned 1 scores for 4 samples"),
+    (lambda samples: [0.0, float("nan"), 0.0, 0.0], r"reward 'bad', sample 1: returned nan"),
+    (lambda samples: [0.0, 0.0, float("inf"), 0.0], r"reward 'bad', sample 2: returned inf"),
+])
+def test_bad_reward_stops_the_step_naming_the_plugin(write_recipe, tmp_path, bad, match):
+    class Bad(Reward):
+        name = "bad"
+
+        def score(self, samples):
+            return bad(samples)
+
+    rd = RunDir(tmp_path / "run")
+    rd.create("", [], 2, "tiny")
+    recipe = load_recipe(write_recipe(rewards='[[rewards]]\nname = "bad"\n'))
+    trainer = make_trainer(recipe, Bad, listeners=[rd], run_dir=rd)
+    with pytest.raises(RewardError, match=match):
+        trainer.run()
+    rd.close()
+    events = (rd.path / "events.jsonl").read_text()
+    assert '"kind": "error"' in events and "bad" in events
+
+
+def test_controls_pause_kl_save_stop(write_recipe, tmp_path):
+    controls = Controls()
+    rd = RunDir(tmp_path / "run")
+    rd.create("", [], 50, "tiny")
+    events = []
+    gate = threading.Event()
+
+    def listen(e):
+        events.append(e)
+        if e.kind == "metrics" and e.step == 1:
+            # from "another thread's" point of view: pause, then change KL and save while paused
+            controls.pause()
+            gate.set()
+
+    recipe = load_recipe(write_recipe(steps=50))
+    trainer = make_trainer(recipe, controls=controls, listeners=[rd, listen], run_dir=rd)
+    worker = threading.Thread(target=trainer.run)
+    worker.start()
+    assert gate.wait(60)
+    # while paused no further step happens
+    for _ in range(50):
+        if trainer.phase == "paused":
+            break
+        threading.Event().wait(0.05)
+    assert trainer.phase == "paused" and trainer.step == 1
+    controls.set_kl_coef(0.5, keep_schedule=False)
+    controls.save()
+    threading.Event().wait(0.5)
+    assert trainer.step == 1
+    controls.resume()
+    while trainer.step < 2:
+        threading.Event().wait(0.05)
+    controls.stop()
+    worker.join(60)
+    assert not worker.is_alive()
+    metrics = [e.data for e in events if e.kind == "metrics"]
+    assert metrics[1]["kl_coef"] == 0.5 and metrics[1]["kl_coef_next"] == 0.5  # fixed by the user
+    assert trainer.step < 50
+    controls_seen = [e.data["command"] for e in events if e.kind == "control"]
+    assert controls_seen[:3] == ["pause", "set_kl_coef", "save"]
+    assert (rd.path / "checkpoints" / "step-1").is_dir()  # the save while paused
+    assert (rd.path / f"checkpoints/step-{trainer.step}").is_dir()  # stop saves first
+    rd.close()
+    logged = (rd.path / "events.jsonl").read_text()
+    assert '"command": "set_kl_coef"' in logged and '"step": 1' in logged

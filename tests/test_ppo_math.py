@@ -1,0 +1,113 @@
+"""PPO math against values worked out by hand on small tensors."""
+
+import math
+
+import pytest
+import torch
+
+from ppo_term.engine import ppo
+
+
+def t(*rows):
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def test_masked_mean_ignores_padding():
+    x, mask = t([1.0, 2.0, 100.0]), t([1.0, 1.0, 0.0])
+    assert ppo.masked_mean(x, mask).item() == pytest.approx(1.5)
+
+
+def test_whiten_by_hand():
+    # mean 2.5, unbiased variance 5/3, std 1.2910
+    w = ppo.masked_whiten(t([1.0, 2.0, 3.0, 4.0]), t([1.0, 1.0, 1.0, 1.0]))
+    assert w[0].tolist() == pytest.approx([-1.1619, -0.3873, 0.3873, 1.1619], abs=1e-4)
+
+
+def test_kl_estimators_by_hand():
+    logprobs, ref = t([-1.0, -2.0]), t([-1.5, -2.0])
+    assert ppo.kl_per_token(logprobs, ref, "k1")[0].tolist() == pytest.approx([0.5, 0.0])
+    # k3 = exp(ref - logp) - 1 - (ref - logp) = exp(-0.5) - 0.5
+    assert ppo.kl_per_token(logprobs, ref, "k3")[0].tolist() == pytest.approx([math.exp(-0.5) - 0.5, 0.0])
+    with pytest.raises(ValueError, match="k2"):
+        ppo.kl_per_token(logprobs, ref, "k2")
+
+
+def test_token_rewards_put_score_on_last_real_token():
+    rewards = ppo.token_rewards(torch.tensor([2.0]), t([0.1, 0.2, 0.3]), 0.5, t([1.0, 1.0, 0.0]))
+    assert rewards[0].tolist() == pytest.approx([-0.05, -0.1 + 2.0, 0.0])
+
+
+def test_gae_by_hand():
+    # gamma 0.9, lam 0.8: deltas 1.4, -1.0, 2.0 -> A2 = 2, A1 = -1 + 0.72*2, A0 = 1.4 + 0.72*A1
+    adv, ret = ppo.gae(t([1.0, 0.0, 2.0]), t([0.5, 1.0, 0.0]), t([1.0, 1.0, 1.0]), 0.9, 0.8)
+    assert adv[0].tolist() == pytest.approx([1.7168, 0.44, 2.0])
+    assert ret[0].tolist() == pytest.approx([2.2168, 1.44, 2.0])
+
+
+def test_gae_masks_padding():
+    # the padded position's reward 5 and value 3 must not leak backwards
+    adv, ret = ppo.gae(t([1.0, 0.0, 5.0]), t([0.5, 1.0, 3.0]), t([1.0, 1.0, 0.0]), 0.9, 0.8)
+    assert adv[0].tolist() == pytest.approx([0.68, -1.0, 0.0])
+    assert ret[0].tolist() == pytest.approx([1.18, 0.0, 0.0])
+
+
+def gae_loop(rewards, values, gamma, lam):
+    """GAE by the definition: A_t = sum_k (gamma*lam)^k delta_{t+k}, in plain Python."""
+    T = len(rewards)
+    deltas = [rewards[i] + gamma * (values[i + 1] if i + 1 < T else 0.0) - values[i] for i in range(T)]
+    return [sum((gamma * lam) ** k * deltas[i + k] for k in range(T - i)) for i in range(T)]
+
+
+@pytest.mark.parametrize("gamma,lam", [(1.0, 0.95), (0.99, 1.0), (0.5, 0.0)])
+def test_gae_matches_plain_loop(gamma, lam):
+    g = torch.Generator().manual_seed(1)
+    rewards, values = torch.randn(3, 7, generator=g), torch.randn(3, 7, generator=g)
+    lengths = [7, 4, 1]
+    mask = torch.stack([(torch.arange(7) < n).float() for n in lengths])
+    adv, ret = ppo.gae(rewards, values, mask, gamma, lam)
+    for b, n in enumerate(lengths):
+        expected = gae_loop(rewards[b, :n].tolist(), values[b, :n].tolist(), gamma, lam)
+        assert adv[b, :n].tolist() == pytest.approx(expected, abs=1e-5)
+        assert ret[b, :n].tolist() == pytest.approx([a + v for a, v in zip(expected, values[b, :n].tolist())], abs=1e-5)
+        assert adv[b, n:].abs().sum() == 0
+
+
+def test_policy_loss_by_hand():
+    # ratios 1.5, 0.5, 1.1 with advantages 1, -2, 1 and cliprange 0.2:
+    # per-token losses max(-A r, -A clip(r)) = -1.2 (clipped), 1.6 (clipped), -1.1
+    new = torch.log(t([1.5, 0.5, 1.1]))
+    old = t([0.0, 0.0, 0.0])
+    loss, clipfrac, approx_kl = ppo.policy_loss(new, old, t([1.0, -2.0, 1.0]), t([1.0, 1.0, 1.0]), 0.2)
+    assert loss.item() == pytest.approx((-1.2 + 1.6 - 1.1) / 3)
+    assert clipfrac.item() == pytest.approx(2 / 3)
+    expected_kl = 0.5 * sum(math.log(r) ** 2 for r in (1.5, 0.5, 1.1)) / 3
+    assert approx_kl.item() == pytest.approx(expected_kl)
+
+
+def test_policy_loss_gradient_is_zero_where_clipped():
+    new = torch.log(t([1.5, 1.1])).requires_grad_()
+    loss, _, _ = ppo.policy_loss(new, t([0.0, 0.0]), t([1.0, 1.0]), t([1.0, 1.0]), 0.2)
+    loss.backward()
+    # d/dlogp of -A*r/2 is -A*r/2 = -0.55 for the unclipped token; 0 for the clipped one
+    assert new.grad[0].tolist() == pytest.approx([0.0, -0.55])
+
+
+def test_value_loss_by_hand():
+    # token 1: new 1.0, old 0.5, return 2: clipped to 0.7 -> max(1.0, 1.69) = 1.69
+    # token 2: new 0.6, old 0.5, return 0: inside the clip range -> 0.36
+    loss, clipfrac = ppo.value_loss(t([1.0, 0.6]), t([0.5, 0.5]), t([2.0, 0.0]), t([1.0, 1.0]), 0.2)
+    assert loss.item() == pytest.approx(0.5 * (1.69 + 0.36) / 2)
+    assert clipfrac.item() == pytest.approx(0.5)
+
+
+def test_logprobs_and_entropy_by_hand():
+    logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25]]]))
+    assert ppo.logprobs_from_logits(logits, torch.tensor([[1]])).item() == pytest.approx(math.log(0.25))
+    assert ppo.entropy_from_logits(logits).item() == pytest.approx(-(0.5 * math.log(0.5) + 0.5 * math.log(0.25)))
+
+
+def test_response_mask_stops_after_first_eos():
+    ids = torch.tensor([[5, 2, 7, 2], [5, 6, 7, 8]])
+    mask, finished = ppo.response_mask(ids, [2])
+    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
+    assert finished.tolist() == [True, False]
