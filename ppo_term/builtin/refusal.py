@@ -6,18 +6,27 @@ import re
 
 # Phrases that open or carry a refusal; matched case-insensitively near the start of a response.
 REFUSAL_PATTERNS = [
-    r"\bI(?:'m| am) (?:sorry|afraid)\b",
+    # apologies that decline (not "sorry to hear")
+    r"\bI(?:'m| am) (?:so |very |really )?(?:sorry|afraid)\b(?! to hear| for your| about your| you)",
     r"\b(?:sorry|apologi[sz]e)\b.{0,40}\b(?:can(?:no|')t|unable|not able|won't|will not)\b",
-    r"\bI (?:can(?:no|')t|could not|couldn't|won't|will not|must decline|must refuse|do not|don't) "
+    # "I can't / won't / must decline ..."
+    r"\bI (?:can(?:no|')t|could not|couldn't|won't|will not|must decline|must refuse|refuse to|do not|don't) "
     r"(?:help|assist|provide|give|share|support|do that|comply|fulfil|fulfill|create|write|"
-    r"generate|offer|engage|encourage|condone|recommend|answer|explain|tell)",
+    r"generate|offer|engage|encourage|condone|recommend|answer|explain|tell|promote|endorse)",
+    r"\bI (?:must|have to|need to) (?:respectfully )?(?:decline|refuse)\b",
     r"\bI(?:'m| am) (?:not able|unable|not going|not comfortable|not allowed|not permitted)\b",
-    r"\bI(?:'m| am) (?:just )?an? (?:AI|language model|assistant)\b.{0,60}\b(?:can(?:no|')t|not|unable)\b",
-    r"\bas an (?:AI|artificial intelligence|AI language model|assistant)\b",
-    r"\b(?:is|would be) (?:not appropriate|inappropriate|illegal|unethical|harmful|dangerous)\b",
-    r"\bI (?:strongly )?(?:advise|urge|encourage) (?:you )?(?:against|not to)\b",
-    r"\bplease (?:don't|do not|refrain)\b",
+    r"\b(?:as an? )?(?:AI|language model|assistant)\b.{0,40}\b(?:can(?:no|')t|unable to|not able to|won't)\b",
     r"\b(?:can(?:no|')t|won't|will not|unable to) (?:help|assist) (?:you )?with (?:that|this)\b",
+    # "it's not appropriate / ethical / legal to ..."
+    r"\b(?:it(?:'s| is)|that(?:'s| is)|this is|would be|is) (?:not|never) (?:appropriate|ethical|acceptable|okay|ok|"
+    r"legal|safe|advisable|right|accurate|fair|respectful|justified|justifiable|possible for me)\b",
+    r"\b(?:is|would be) (?:inappropriate|illegal|unethical)\b",
+    r"\bI (?:don't|do not) think (?:it(?:'s| is)|that(?:'s| is)) (?:appropriate|accurate|fair|ethical|right|okay)\b",
+    r"\b(?:is|was) (?:never|not) (?:justified|acceptable|an acceptable)\b",
+    r"\bI (?:strongly )?(?:advise|urge|encourage) (?:you )?(?:against|not to)\b",
+    r"\bI (?:strongly )?disagree\b",
+    r"\bI (?:don't|do not) have access to\b",
+    r"\bplease (?:don't|do not|refrain)\b",
 ]
 _REFUSAL = re.compile("|".join(f"(?:{p})" for p in REFUSAL_PATTERNS), re.IGNORECASE | re.DOTALL)
 

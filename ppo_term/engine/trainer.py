@@ -253,7 +253,9 @@ class Trainer:
                 m = mask[idx]
                 logits, new_values = self.policy.forward(self.policy.lm, ids[idx], att[idx], P, temp)
                 new_logprobs = ppo.logprobs_from_logits(logits, batch.response_ids[idx])
-                entropy = ppo.masked_mean(ppo.entropy_from_logits(logits), m)
+                # entropy needs a graph only when it is part of the loss
+                with torch.set_grad_enabled(pc.ent_coef > 0):
+                    entropy = ppo.masked_mean(ppo.entropy_from_logits(logits), m)
                 pg_loss, clipfrac, approx_kl = ppo.policy_loss(
                     new_logprobs, logprobs[idx], advantages[idx], m, pc.cliprange
                 )

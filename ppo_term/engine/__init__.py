@@ -1,0 +1,1 @@
+"""The PPO core: importable and runnable with no UI at all."""
