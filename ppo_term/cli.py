@@ -126,6 +126,55 @@ def runs(root: Annotated[Path, typer.Option("--root", help="folder that holds th
     Console().print(table)
 
 
+@app.command()
+def plugins(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """List installed rewards, KL schedules and samplers, and where each came from."""
+    import json
+
+    from ppo_term.plugins.manager import build_plugins
+
+    from ppo_term import __version__
+
+    found = build_plugins()
+    rows = [{"name": p.name, "kind": p.kind, "package": "ppo-term" if p.source == "builtin" else p.source,
+             "version": __version__ if p.source == "builtin" else p.version, "builtin": p.source == "builtin", "doc": (p.cls.__doc__ or "").strip().split("\n")[0]}
+            for p in found.all()]
+    failures = [{"name": f.name, "package": f.package, "error": f.error} for f in found.failures]
+    if as_json:
+        typer.echo(json.dumps({"plugins": rows, "failures": failures}, indent=2))
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console()
+    wide = console.width >= 110
+    table = Table("name", "kind", "package", "origin", *(["what"] if wide else []))
+    for row in rows:
+        package = f"{row['package']} {row['version'] or ''}".strip()
+        table.add_row(row["name"], row["kind"], package, "built-in" if row["builtin"] else "external",
+                      *([escape(row["doc"])] if wide else []))
+    console.print(table)
+    for f in failures:
+        console.print(f"[red]failed to load[/] {f['name']} ({f['package']}): {f['error']}", highlight=False)
+
+
+@app.command("new-plugin")
+def new_plugin(
+    name: Annotated[str, typer.Argument(help="plugin name, e.g. politeness")],
+    kind: Annotated[str, typer.Option("--kind", help="reward, kl or sampler")] = "reward",
+    dir_: Annotated[Path, typer.Option("--dir", help="folder to create the package in")] = Path("."),
+) -> None:
+    """Write a ready plugin package: pyproject with the entry point, module, a test, README."""
+    from ppo_term.scaffold import new_plugin as scaffold
+
+    try:
+        root = scaffold(name, kind, dir_)
+    except (ValueError, FileExistsError) as e:
+        _fail(str(e))
+    typer.echo(f"wrote {root}\nnext: pip install -e {root} && ppo-term plugins")
+
+
 def main() -> None:
     app()
 

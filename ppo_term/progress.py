@@ -14,7 +14,7 @@ class HeadlessReporter:
     def __init__(self, total_steps: int, console: Console | None = None):
         self.console = console or Console()
         self.progress = Progress(
-            TextColumn("[bold]{task.fields[phase]:<10}"),
+            TextColumn("[bold]{task.fields[phase]:<14}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("reward {task.fields[reward]}  kl {task.fields[kl]}  kl_coef {task.fields[kl_coef]}"),
@@ -35,7 +35,15 @@ class HeadlessReporter:
     def __call__(self, event: Event) -> None:
         d = event.data
         if event.kind == "phase":
-            self.progress.update(self.task, phase=d["phase"])
+            label = f"{d['phase']}:{d['reward']}" if "reward" in d else d["phase"]
+            if d["phase"] == "rating":
+                # a person answers in this terminal: stop redrawing the bar until the next phase
+                self.progress.stop()
+                self._stopped = True
+            elif getattr(self, "_stopped", False):
+                self.progress.start()
+                self._stopped = False
+            self.progress.update(self.task, phase=label)
         elif event.kind == "metrics":
             self.progress.update(self.task, completed=event.step, reward=f"{d['reward']:+.3f}",
                                  kl=f"{d['kl']:.3f}", kl_coef=f"{d['kl_coef_next']:.4f}")

@@ -46,6 +46,7 @@ class GenerationConfig(Section):
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0, description="0 = off")
     system_prompt: str | None = Field(None, description="None keeps the chat template's default")
+    stop: list[str] = Field([], description="strings that end a response early")
 
     @model_validator(mode="after")
     def _min_le_max(self) -> "GenerationConfig":
@@ -89,6 +90,18 @@ class RewardSpec(BaseModel):
     model_config = ConfigDict(extra="allow")
     name: str
     weight: float = 1.0
+    optional: bool = Field(False, description="skip (with a warning) when the plugin is not installed")
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class SamplerSpec(BaseModel):
+    """`name` names a sampler plugin; every other key is that sampler's params."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = "default"
 
     @property
     def params(self) -> dict[str, Any]:
@@ -114,6 +127,7 @@ class Recipe(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     lora: LoraConfig = Field(default_factory=LoraConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     kl: KLConfig = Field(default_factory=KLConfig)
     rewards: list[RewardSpec] = Field(default_factory=list)

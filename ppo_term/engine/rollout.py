@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,8 +37,30 @@ class Batch:
     mask: Tensor  # [B, T] float, 1 up to and including EOS
     finished: Tensor  # [B] bool: emitted EOS
     responses: list[str]
+    temperature: float = 1.0  # the sampling temperature, for log-probs of the same distribution
     scores: Tensor | None = None  # [B] weighted sum of the rewards
     components: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def groups(self) -> list[list[int]]:
+        """Sample indices grouped by prompt (candidates of one prompt are adjacent)."""
+        out: list[list[int]] = []
+        for i, item in enumerate(self.items):
+            if i == 0 or item is not self.items[i - 1]:
+                out.append([])
+            out[-1].append(i)
+        return out
+
+    def subset(self, keep: list[int]) -> "Batch":
+        idx = torch.tensor(keep, dtype=torch.long, device=self.query_ids.device)
+        return Batch(
+            items=[self.items[i] for i in keep],
+            query_ids=self.query_ids[idx], query_mask=self.query_mask[idx], response_ids=self.response_ids[idx],
+            mask=self.mask[idx], finished=self.finished[idx], responses=[self.responses[i] for i in keep],
+            temperature=self.temperature,
+            scores=None if self.scores is None else self.scores[idx.cpu()],
+            components={k: [v[i] for i in keep] for k, v in self.components.items()},
+        )
 
     @property
     def samples(self) -> list[Sample]:
@@ -89,10 +113,13 @@ def generate(policy: Policy, tokenizer, items: list[PromptItem], gen: Generation
         num_return_sequences=gen.n,
         eos_token_id=eos,
         pad_token_id=tokenizer.pad_token_id,
+        **({"stopping_criteria": [StopOnStrings(tokenizer, gen.stop, enc.input_ids.shape[1])]} if gen.stop else {}),
     )
     P = enc.input_ids.shape[1]
     response_ids = out[:, P:]
-    mask, finished = response_mask(response_ids, eos)
+    # a sequence that stopped on a stop string is padded; padding ends it like an EOS would
+    ends = eos if tokenizer.pad_token_id in eos else eos + [tokenizer.pad_token_id]
+    mask, finished = response_mask(response_ids, ends)
     # everything after EOS becomes padding
     response_ids = torch.where(mask.bool(), response_ids, torch.full_like(response_ids, tokenizer.pad_token_id))
     responses = [_decode(tokenizer, ids, m) for ids, m in zip(response_ids, mask)]
@@ -104,7 +131,23 @@ def generate(policy: Policy, tokenizer, items: list[PromptItem], gen: Generation
         mask=mask,
         finished=finished,
         responses=responses,
+        temperature=gen.temperature,
     )
+
+
+class StopOnStrings:
+    """A generate() stopping criterion: a sequence is done once its response contains a stop string.
+
+    Works on decoded text, so it holds for any tokenizer (a stop string may span several tokens).
+    """
+
+    def __init__(self, tokenizer, stops: list[str], prompt_len: int, tail_tokens: int = 16):
+        self.tokenizer, self.stops, self.prompt_len = tokenizer, list(stops), prompt_len
+        self.tail = tail_tokens + max(len(s) for s in stops)
+
+    def __call__(self, input_ids: Tensor, scores: Tensor, **kwargs) -> Tensor:
+        tails = self.tokenizer.batch_decode(input_ids[:, max(self.prompt_len, input_ids.shape[1] - self.tail):])
+        return torch.tensor([any(s in t for s in self.stops) for t in tails], device=input_ids.device)
 
 
 def _decode(tokenizer, ids: Tensor, mask: Tensor) -> str:
@@ -133,6 +176,9 @@ def bind_rewards(recipe: Recipe, plugins) -> list[BoundReward]:
         try:
             cls = plugins.reward(spec.name)
         except PluginError as e:
+            if spec.optional:
+                warnings.warn(f"optional reward '{spec.name}' is not installed; running without it", stacklevel=2)
+                continue
             raise RecipeError(source, f"rewards[{i}].name", str(e)) from None
         params = check_params(cls.Params, spec.params, source, f"rewards[{i}]")
         label = spec.name if spec.name not in seen else f"{spec.name}_{i}"
@@ -141,15 +187,25 @@ def bind_rewards(recipe: Recipe, plugins) -> list[BoundReward]:
     return bound
 
 
-def score(rewards: list[BoundReward], batch: Batch, no_eos_penalty: float | None = None) -> None:
-    """Weighted sum of the rewards into batch.scores; each component kept in batch.components."""
+def score(rewards: list[BoundReward], batch: Batch, no_eos_penalty: float | None = None,
+          on_reward=None) -> dict[str, float]:
+    """Weighted sum of the rewards into batch.scores; each component kept in batch.components.
+
+    `on_reward(name, interactive)` is called before each reward runs (to show progress); returns
+    the seconds each reward took.
+    """
     samples = batch.samples
     total = torch.zeros(len(samples))
+    seconds = {}
     for bound in rewards:
+        if on_reward is not None:
+            on_reward(bound.name, getattr(bound.reward, "interactive", False))
+        t0 = time.perf_counter()
         try:
             values = bound.reward.score(samples)
         except Exception as e:
             raise RewardError(bound.name, f"raised {type(e).__name__}: {e}") from e
+        seconds[bound.name] = time.perf_counter() - t0
         values = _check_scores(bound.name, values, len(samples))
         batch.components[bound.name] = values
         total += bound.weight * torch.tensor(values)
@@ -157,6 +213,7 @@ def score(rewards: list[BoundReward], batch: Batch, no_eos_penalty: float | None
         # a response that ran out of tokens gets this score instead
         total = torch.where(batch.finished.cpu(), total, torch.full_like(total, no_eos_penalty))
     batch.scores = total
+    return seconds
 
 
 def _check_scores(name: str, values: Any, n: int) -> list[float]:

@@ -17,7 +17,7 @@ from ppo_term.engine.controls import Controls
 from ppo_term.engine.events import Event, Listener
 from ppo_term.engine.policy import Policy
 from ppo_term.engine.rollout import Batch, BoundReward, bind_rewards, generate, score
-from ppo_term.plugins.types import KLSchedule
+from ppo_term.plugins.types import KLSchedule, RunContext, Sampler
 from ppo_term.recipe import Recipe, RecipeError, check_params
 
 
@@ -50,6 +50,7 @@ class Trainer:
         controls: Controls | None = None,
         run_dir=None,
         progress: bool = True,
+        rater=None,
     ):
         from ppo_term.plugins.manager import build_plugins
 
@@ -59,6 +60,7 @@ class Trainer:
         self.controls = controls or Controls()
         self.run_dir = run_dir
         self.progress = progress
+        self.rater = rater
         self.step = 0
         self.phase = "setup"
         self.last_checkpoint: Path | None = None
@@ -66,6 +68,7 @@ class Trainer:
         self.items = recipe.prompt_items()
         self.rewards: list[BoundReward] = bind_rewards(recipe, self.plugins)
         self.kl_schedule = self._make_kl_schedule()
+        self.sampler = self._make_sampler()
         self.kl_fixed = False  # the user fixed kl_coef from the dashboard
 
     # ---- set-up ----
@@ -80,6 +83,21 @@ class Trainer:
         params = check_params(cls.Params, self.recipe.kl.params, source, "kl")
         return cls(self.recipe.kl.coef, params)
 
+    def _make_sampler(self) -> Sampler:
+        from ppo_term.plugins.manager import PluginError
+
+        source = self.recipe.source or "<recipe>"
+        try:
+            cls = self.plugins.sampler(self.recipe.sampler.name)
+        except PluginError as e:
+            raise RecipeError(source, "sampler.name", str(e)) from None
+        sampler = cls(check_params(cls.Params, self.recipe.sampler.params, source, "sampler"))
+        try:
+            sampler.plan(self.items[:1], self.recipe.generation)
+        except ValueError as e:
+            raise RecipeError(source, "sampler", str(e)) from None
+        return sampler
+
     def setup(self, model_path: str | None = None) -> None:
         """Load the model (resolving the default one), build policy, reference and optimizer."""
         from ppo_term.models import load_causal_lm, load_tokenizer, pick_device, resolve_model
@@ -93,7 +111,9 @@ class Trainer:
         lm = load_causal_lm(self.model_path, self.device)
         self.policy = Policy(lm, r.lora, self.device)
         self.optimizer = torch.optim.AdamW(self.policy.trainable_parameters(), lr=r.ppo.lr, weight_decay=0.0)
+        run_path = self.run_dir.path if self.run_dir is not None else None
         for bound in self.rewards:
+            bound.reward.context = RunContext(run_dir=run_path, rater=self.rater, emit=self.emit)
             bound.reward.setup()
         self._order: list[int] = []
         self.emit("start", model=r.model, model_path=self.model_path, device=str(self.device),
@@ -154,6 +174,10 @@ class Trainer:
             self.save_checkpoint(reason="user")
         self.emit("control", command=name, **args)
 
+    def _on_reward(self, name: str, interactive: bool) -> None:
+        self.phase = "rating" if interactive else "score"
+        self.emit("phase", phase=self.phase, reward=name)
+
     def _set_phase(self, phase: str) -> None:
         if phase != self.phase:
             self.phase = phase
@@ -172,13 +196,21 @@ class Trainer:
     def train_step(self) -> dict[str, Any]:
         r, pc = self.recipe, self.recipe.ppo
         t0 = time.perf_counter()
-        # 1. rollouts: n candidates per prompt, adapter on
-        batch = generate(self.policy, self.tokenizer, self.next_prompts(), r.generation)
+        # 1. rollouts: the sampler's settings, adapter on
+        items = self.next_prompts()
+        batch = generate(self.policy, self.tokenizer, items, self.sampler.plan(items, r.generation))
         t_gen = time.perf_counter() - t0
-        # 2. scores from the recipe's rewards
+        n_generated, gen_tokens = len(batch.responses), int(batch.mask.sum().item())
+        # 2. scores from the recipe's rewards; the sampler may keep a subset to train on
         self._boundary("score")
         t1 = time.perf_counter()
-        score(self.rewards, batch, pc.no_eos_penalty)
+        for bound in self.rewards:
+            bound.reward.context.step = self.step + 1
+        reward_seconds = score(self.rewards, batch, pc.no_eos_penalty, on_reward=self._on_reward)
+        reward_all = float(batch.scores.mean())
+        keep = self.sampler.select(batch.groups, batch.scores.tolist(), r.generation.n)
+        if keep is not None:
+            batch = batch.subset(keep)
         t_score = time.perf_counter() - t1
         self._boundary("train")
         t2 = time.perf_counter()
@@ -193,6 +225,9 @@ class Trainer:
         metrics = {
             "step": self.step,
             "reward": float(batch.scores.mean()),
+            "reward_generated": reward_all,
+            "samples": len(batch.responses),
+            "samples_generated": n_generated,
             **{f"reward/{k}": sum(v) / len(v) for k, v in batch.components.items()},
             "kl_coef": kl_coef,
             "kl_coef_next": self.kl_schedule.coef,
@@ -202,8 +237,9 @@ class Trainer:
             "time/generate": t_gen,
             "time/score": t_score,
             "time/train": t_train,
+            **{f"time/reward/{k}": v for k, v in reward_seconds.items()},
             "time/step": time.perf_counter() - t0,
-            "tokens_per_s": n_tokens / max(t_gen, 1e-9),
+            "tokens_per_s": gen_tokens / max(t_gen, 1e-9),
         }
         self.emit("metrics", **metrics)
         self.emit("rollouts", samples=self._rollout_rows(batch, token_kl))
@@ -213,7 +249,7 @@ class Trainer:
     @torch.no_grad()
     def _rollout_stats(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Old logprobs and values (adapter on) and reference logprobs, one pass each, chunked."""
-        P, temp = batch.query_ids.shape[1], self.recipe.generation.temperature
+        P, temp = batch.query_ids.shape[1], batch.temperature
         ids, att = batch.input_ids, batch.attention_mask
         logprobs, values, ref_logprobs = [], [], []
         size = self.recipe.ppo.minibatch
@@ -242,7 +278,7 @@ class Trainer:
         advantages, returns = ppo.gae(rewards, values, mask, pc.gamma, pc.lam)
         advantages = ppo.masked_whiten(advantages, mask)
 
-        P, temp = batch.query_ids.shape[1], self.recipe.generation.temperature
+        P, temp = batch.query_ids.shape[1], batch.temperature
         ids, att = batch.input_ids, batch.attention_mask
         B = len(ids)
         stats = StepStats()

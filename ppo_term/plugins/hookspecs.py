@@ -35,3 +35,15 @@ def register_kl_schedules(register: Callable[[type], None]) -> None:
     n_samples)` gets the measured KL and returns the next kl_coef. Its `state_dict()` is saved in
     checkpoints.
     """
+
+
+@hookspec
+def register_samplers(register: Callable[[type], None]) -> None:
+    """Register sampler classes: `register(MySampler)`.
+
+    A sampler is a subclass of `ppo_term.plugins.types.Sampler` with a unique `name`. A recipe
+    selects it with `[sampler] name = "..."` plus its params. Each step `plan(prompts,
+    generation)` returns the generation settings (temperature, top_k, top_p, n candidates per
+    prompt, min/max new tokens, stop strings), and after scoring `select(groups, scores, n)` may
+    keep a subset of the candidates to train on.
+    """

@@ -11,10 +11,15 @@ from typing import Any
 import pluggy
 
 from ppo_term.plugins import hookspecs
-from ppo_term.plugins.types import KLSchedule, Reward
+from ppo_term.plugins.types import KLSchedule, Reward, Sampler
 
 ENTRY_POINT_GROUP = "ppo_term"
-BUILTIN_MODULES = ["ppo_term.builtin.rewards", "ppo_term.builtin.kl_schedules"]
+BUILTIN_MODULES = [
+    "ppo_term.builtin.rewards",
+    "ppo_term.builtin.human",
+    "ppo_term.builtin.kl_schedules",
+    "ppo_term.builtin.samplers",
+]
 
 
 class PluginError(Exception):
@@ -24,7 +29,7 @@ class PluginError(Exception):
 @dataclass
 class PluginInfo:
     name: str
-    kind: str  # "reward" | "kl"
+    kind: str  # "reward" | "kl" | "sampler"
     cls: type
     source: str  # "builtin" or the distribution / module it came from
     version: str | None = None
@@ -42,6 +47,7 @@ class Plugins:
     pm: pluggy.PluginManager
     rewards: dict[str, PluginInfo] = field(default_factory=dict)
     kl_schedules: dict[str, PluginInfo] = field(default_factory=dict)
+    samplers: dict[str, PluginInfo] = field(default_factory=dict)
     failures: list[LoadFailure] = field(default_factory=list)
 
     def reward(self, name: str) -> type[Reward]:
@@ -49,6 +55,12 @@ class Plugins:
 
     def kl_schedule(self, name: str) -> type[KLSchedule]:
         return self._get(self.kl_schedules, name, "KL schedule").cls
+
+    def sampler(self, name: str) -> type[Sampler]:
+        return self._get(self.samplers, name, "sampler").cls
+
+    def all(self) -> list[PluginInfo]:
+        return [*self.rewards.values(), *self.kl_schedules.values(), *self.samplers.values()]
 
     @staticmethod
     def _get(registry: dict[str, PluginInfo], name: str, kind: str) -> PluginInfo:
@@ -110,6 +122,7 @@ def build_plugins(extra: list[Any] | None = None, load_entry_points: bool = True
 
     pm.hook.register_rewards(register=registrar(plugins.rewards, "reward", Reward))
     pm.hook.register_kl_schedules(register=registrar(plugins.kl_schedules, "kl", KLSchedule))
+    pm.hook.register_samplers(register=registrar(plugins.samplers, "sampler", Sampler))
     return plugins
 
 
