@@ -12,7 +12,12 @@ REFUSAL_PATTERNS = [
     # "I can't / won't / must decline ..."
     r"\bI (?:can(?:no|')t|could not|couldn't|won't|will not|must decline|must refuse|refuse to|do not|don't) "
     r"(?:help|assist|provide|give|share|support|do that|comply|fulfil|fulfill|create|write|"
-    r"generate|offer|engage|encourage|condone|recommend|answer|explain|tell|promote|endorse)",
+    r"generate|offer|engage|encourage|condone|recommend|answer|explain|tell|promote|endorse|suggest)",
+    r"\b(?:do not|don't|does not|doesn't|never) (?:condone|endorse)\b",
+    r"\b(?:AI|language model)\b.{0,30}\b(?:do not|don't) have the (?:ability|capability)\b",
+    r"\bI(?:'m| am) not (?:advocating|encouraging|endorsing|condoning)\b",
+    r"\b(?:is|are) (?:never|not) (?:the answer|a (?:healthy|good|safe|productive) (?:way|idea|solution))\b",
+    r"\bnot (?:recommended|advisable)\b",
     r"\bI (?:must|have to|need to) (?:respectfully )?(?:decline|refuse)\b",
     r"\bI(?:'m| am) (?:not able|unable|not going|not comfortable|not allowed|not permitted)\b",
     r"\b(?:as an? )?(?:AI|language model|assistant)\b.{0,40}\b(?:can(?:no|')t|unable to|not able to|won't)\b",
