@@ -45,17 +45,18 @@ def run(
         overrides.append(f"steps={steps}")
     try:
         r = load_recipe(recipe, overrides)
-        code = _run(r, run_dir)
+        code = _run(r, run_dir, headless or not sys.stdout.isatty())
     except RecipeError as e:
         _fail(str(e))
     raise typer.Exit(code)
 
 
-def _run(recipe, run_dir: Path | None) -> int:
+def _run(recipe, run_dir: Path | None, headless: bool) -> int:
     from ppo_term.engine.rollout import RewardError
     from ppo_term.engine.trainer import Trainer
     from ppo_term.models import ModelError
     from ppo_term.plugins.manager import PluginError, build_plugins
+    from ppo_term.control_channel import ControlFileWatcher
     from ppo_term.progress import HeadlessReporter
     from ppo_term.recipe import recipe_to_toml
     from ppo_term.runs import RunDir, new_run_dir
@@ -73,10 +74,17 @@ def _run(recipe, run_dir: Path | None) -> int:
     except FileExistsError as e:
         _fail(str(e))
     trainer.run_dir = rd
+    watcher = ControlFileWatcher(rd.path, trainer.controls).start()  # `ppo-term watch` can steer it
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    if not headless:
+        try:
+            return _run_dashboard(trainer, rd)
+        finally:
+            watcher.close()
+            rd.close()
     reporter = HeadlessReporter(recipe.steps)
     trainer.listeners += [rd, reporter]
     reporter.console.print(f"run directory: {rd.path}")
-    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with reporter:
             trainer.setup()
@@ -92,11 +100,74 @@ def _run(recipe, run_dir: Path | None) -> int:
         rd.write_state(status="failed", error=f"{type(e).__name__}: {e}")
         raise
     finally:
+        watcher.close()
         rd.close()
     rd.write_state(status=result.status, steps_done=result.steps_done)
     typer.echo(f"{result.status} after {result.steps_done} steps; "
                f"last checkpoint: {result.last_checkpoint}; run directory: {rd.path}")
     return 0
+
+
+def _run_dashboard(trainer, rd) -> int:
+    """The live dashboard; the engine runs in its thread worker and ends when the app does."""
+    from ppo_term.engine.rollout import RewardError
+    from ppo_term.models import ModelError
+    from ppo_term.plugins.manager import PluginError
+    from ppo_term.tui.app import DashboardApp
+    from ppo_term.tui.state import RunView
+
+    recipe = trainer.recipe
+
+    def engine(listener, rater):
+        trainer.listeners += [rd, listener]
+        trainer.rater = rater
+        trainer.setup()
+        return trainer.run()
+
+    view = RunView(name=rd.path.name, model=recipe.model, total_steps=recipe.steps, kl_coef=recipe.kl.coef)
+    app = DashboardApp(view, controller=trainer.controls, engine=engine)
+    try:
+        app.run()
+    except KeyboardInterrupt:
+        pass
+    if not app.engine_done.is_set():
+        typer.echo("stopping the run (it saves a checkpoint first)...")
+        trainer.controls.stop()
+        app.engine_done.wait()
+    if app.error is not None:
+        e = app.error
+        rd.write_state(status="failed", error=f"{type(e).__name__}: {e}")
+        if isinstance(e, (ModelError, PluginError, RewardError)):
+            _fail(f"{e}\n(run directory kept: {rd.path})", code=1)
+        raise e
+    result = app.result
+    rd.write_state(status=result.status, steps_done=result.steps_done)
+    typer.echo(f"{result.status} after {result.steps_done} steps; "
+               f"last checkpoint: {result.last_checkpoint}; run directory: {rd.path}")
+    return 0
+
+
+@app.command()
+def watch(run_dir: Annotated[Path, typer.Argument(help="a run directory, e.g. runs/safety-20261125-120000")]) -> None:
+    """Open the dashboard on a run another process is running (or a finished one, read-only).
+
+    Controls reach the running engine through the run directory's control channel; quitting the
+    viewer never stops the run.
+    """
+    from ppo_term.control_channel import FileController
+    from ppo_term.runs import RunDir, RunFollower, list_runs
+    from ppo_term.tui.app import WatchApp
+    from ppo_term.tui.state import RunView
+
+    state = RunDir(run_dir).read_state()
+    if not state:
+        _fail(f"{run_dir} is not a run directory (no state.json)")
+    status = next((i.status for i in list_runs(run_dir.parent) if i.path.resolve() == run_dir.resolve()),
+                  state.get("status"))
+    running = status == "running"
+    view = RunView(name=run_dir.name, model=state.get("model", "?"), total_steps=state.get("total_steps", 0),
+                   read_only=not running, status="running" if running else status)
+    WatchApp(view, controller=FileController(run_dir) if running else None, follower=RunFollower(run_dir)).run()
 
 
 def _raise_interrupt(signum, frame) -> None:

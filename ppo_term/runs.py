@@ -102,6 +102,8 @@ class RunDir:
         elif event.kind == "rollouts":
             for row in event.data["samples"]:
                 self.append(ROLLOUTS, {"step": event.step, **row})
+        elif event.kind == "phase":
+            self.write_state(phase=event.data["phase"])
         elif event.kind in ("control", "checkpoint", "warning", "error", "start", "end"):
             self.append(EVENTS, {"kind": event.kind, "step": event.step, "time": event.time, **event.data})
 
@@ -128,6 +130,50 @@ class RunDir:
     def latest_checkpoint(self) -> Path | None:
         steps = [(int(p.name.split("-")[1]), p) for p in self.checkpoints.glob("step-*") if p.name.split("-")[1].isdigit()]
         return max(steps)[1] if steps else None
+
+
+class RunFollower:
+    """Turns a run directory that another process writes into engine events (for `ppo-term watch`)."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.offsets: dict[str, int] = {}
+        self.last_state: dict[str, Any] = {}
+
+    def _new_rows(self, name: str) -> list[dict[str, Any]]:
+        path = self.path / name
+        if not path.is_file():
+            return []
+        with path.open("rb") as f:
+            f.seek(self.offsets.get(name, 0))
+            data = f.read()
+        complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits for the next poll
+        self.offsets[name] = self.offsets.get(name, 0) + len(complete)
+        rows = []
+        for line in complete.decode("utf-8", errors="replace").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return rows
+
+    def poll(self) -> list[Event]:
+        events: list[Event] = []
+        state = RunDir(self.path).read_state()
+        if state and state != self.last_state:
+            self.last_state = state
+            events.append(Event("state", state.get("steps_done", 0), state, state.get("updated", time.time())))
+        for row in self._new_rows(EVENTS):
+            kind, step, t = row.pop("kind", "event"), row.pop("step", 0), row.pop("time", time.time())
+            events.append(Event(kind, step, row, t))
+        for row in self._new_rows(METRICS):
+            events.append(Event("metrics", row.get("step", 0), row))
+        by_step: dict[int, list[dict[str, Any]]] = {}
+        for row in self._new_rows(ROLLOUTS):
+            by_step.setdefault(row.get("step", 0), []).append(row)
+        for step, rows in sorted(by_step.items()):
+            events.append(Event("rollouts", step, {"samples": rows}))
+        return events
 
 
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from ppo_term import monitor
 from ppo_term.engine import ppo
 from ppo_term.engine.controls import Controls
 from ppo_term.engine.events import Event, Listener
@@ -70,6 +71,7 @@ class Trainer:
         self.kl_schedule = self._make_kl_schedule()
         self.sampler = self._make_sampler()
         self.kl_fixed = False  # the user fixed kl_coef from the dashboard
+        self.history: list[dict[str, Any]] = []
 
     # ---- set-up ----
     def _make_kl_schedule(self) -> KLSchedule:
@@ -172,7 +174,7 @@ class Trainer:
             self.kl_fixed = not args.get("keep_schedule", True)
         elif name == "save" and self.step > 0:
             self.save_checkpoint(reason="user")
-        self.emit("control", command=name, **args)
+        self.emit("control", command=name, effective_step=self.step + 1, **args)
 
     def _on_reward(self, name: str, interactive: bool) -> None:
         self.phase = "rating" if interactive else "score"
@@ -241,8 +243,11 @@ class Trainer:
             "time/step": time.perf_counter() - t0,
             "tokens_per_s": gen_tokens / max(t_gen, 1e-9),
         }
+        self.history.append(metrics)
         self.emit("metrics", **metrics)
         self.emit("rollouts", samples=self._rollout_rows(batch, token_kl))
+        for message in monitor.check(self.history, getattr(self.kl_schedule.params, "target", None)):
+            self.emit("warning", message=message)
         return metrics
 
     # ---- 3. the PPO update ----

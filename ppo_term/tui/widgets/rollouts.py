@@ -1,0 +1,31 @@
+"""The latest rollouts: prompt, response start, reward (and components), KL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.widgets import DataTable
+
+
+def _short(text: str, n: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+class RolloutsTable(DataTable):
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        self.zebra_stripes = True
+        self.add_columns("reward", "KL", "prompt", "response")
+        self.samples: list[dict[str, Any]] = []
+
+    def show(self, samples: list[dict[str, Any]]) -> None:
+        self.samples = samples
+        row = self.cursor_row
+        self.clear()
+        for i, s in enumerate(samples):
+            reward = Text(f"{s['reward']:+.2f}", style="green" if s["reward"] > 0 else "red")
+            self.add_row(reward, f"{s['kl']:.2f}", _short(s["prompt"], 30), _short(s["response"], 60), key=str(i))
+        if samples:
+            self.move_cursor(row=min(row, len(samples) - 1))
