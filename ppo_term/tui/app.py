@@ -70,7 +70,7 @@ class DashboardApp(App):
                 yield Curve(title, keys)
         with Horizontal(id="bottom"):
             yield RolloutsTable(id="rollouts")
-            yield RichLog(id="log", wrap=True, markup=True, max_lines=500)
+            yield RichLog(id="log", wrap=True, markup=True, max_lines=500, min_width=1)
         yield Footer()
 
     def on_mount(self) -> None:
