@@ -170,6 +170,245 @@ def watch(run_dir: Annotated[Path, typer.Argument(help="a run directory, e.g. ru
     WatchApp(view, controller=FileController(run_dir) if running else None, follower=RunFollower(run_dir)).run()
 
 
+# ---- evaluation ----
+
+def _eval_setup(target_spec: str, recipe_path: Path | None):
+    from ppo_term.evaluate import LoadedTarget, TargetError, resolve_target
+    from ppo_term.models import ModelError, pick_device
+
+    try:
+        target = resolve_target(target_spec)
+        recipe_file = recipe_path or target.recipe
+        rewards = _eval_rewards(recipe_file) if recipe_file else None
+        return target, LoadedTarget(target, pick_device("auto")), rewards
+    except (TargetError, ModelError) as e:
+        _fail(str(e))
+
+
+def _eval_rewards(recipe_file: Path):
+    """The recipe's rewards, set up for scoring (the run's own recipe by default)."""
+    from ppo_term.engine.rollout import bind_rewards
+    from ppo_term.plugins.manager import build_plugins
+    from ppo_term.recipe import load_recipe
+
+    recipe = load_recipe(recipe_file)
+    bound = bind_rewards(recipe, build_plugins())
+    for b in bound:
+        if not b.reward.interactive:
+            b.reward.setup()
+    return [b for b in bound if not b.reward.interactive]
+
+
+def _rows_for(loaded, items, samples, max_new_tokens, temperature, rewards, seed, label):
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from ppo_term.evaluate import evaluate
+
+    with Progress(transient=True, console=Console(stderr=True)) as bar:
+        task = bar.add_task(f"eval {label}", total=len(items))
+        return evaluate(loaded, items, samples, max_new_tokens, temperature, rewards, seed,
+                        progress=lambda n: bar.advance(task, n))
+
+
+def _summary_table(title: str, summaries: dict[str, dict[str, dict[str, float]]]):
+    """Rows: group and metric; columns: one per target."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("group")
+    table.add_column("metric")
+    for name in summaries:
+        table.add_column(name, justify="right")
+    first = next(iter(summaries.values()))
+    for group, stats in first.items():
+        for metric in stats:
+            cells = []
+            for s in summaries.values():
+                v = s.get(group, {}).get(metric)
+                cells.append("-" if v is None else (f"{v:.0f}" if metric == "n" else f"{v:.3f}"))
+            table.add_row(group, metric, *cells)
+        table.add_section()
+    return table
+
+
+@app.command("eval")
+def eval_(
+    target: Annotated[str, typer.Argument(help="a model name or directory, a run directory or a checkpoint")],
+    prompts: Annotated[Path, typer.Option("--prompts", help="JSONL (prompt field), CSV (prompt column) or TXT")],
+    samples: Annotated[int, typer.Option("--samples", help="responses per prompt")] = 1,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 48,
+    temperature: Annotated[float, typer.Option("--temperature", help="0 = greedy")] = 0.0,
+    recipe: Annotated[Optional[Path], typer.Option("--recipe", help="score with this recipe's rewards")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="write one JSONL row per sample")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """Run a prompt set through TARGET: responses, reward components, refusal and KL to the base."""
+    import json
+
+    from rich.console import Console
+
+    from ppo_term.evaluate import load_prompts, summarize
+    from ppo_term.recipe import RecipeError
+
+    if samples > 1 and temperature <= 0:
+        _fail("--samples > 1 needs sampling: give --temperature > 0 (0 is greedy, one answer a prompt)")
+    try:
+        items = load_prompts(prompts)
+    except RecipeError as e:
+        _fail(str(e))
+    t, loaded, rewards = _eval_setup(target, recipe)
+    rows = _rows_for(loaded, items, samples, max_new_tokens, temperature, rewards, seed, t.label)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    Console().print(_summary_table(f"{t.label} on {prompts.name}", {t.label: summarize(rows)}))
+
+
+@app.command()
+def compare(
+    targets: Annotated[list[str], typer.Argument(help="two or more targets (models, runs, checkpoints)")],
+    prompts: Annotated[Path, typer.Option("--prompts")],
+    samples: Annotated[int, typer.Option("--samples")] = 1,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 48,
+    temperature: Annotated[float, typer.Option("--temperature", help="0 = greedy")] = 0.0,
+    recipe: Annotated[Optional[Path], typer.Option("--recipe")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    html: Annotated[Optional[Path], typer.Option("--html", help="write a self-contained HTML page")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
+) -> None:
+    """The same prompts and seed through several targets: summaries and responses side by side."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from ppo_term.evaluate import load_prompts, summarize
+    from ppo_term.recipe import RecipeError
+
+    if len(targets) < 2:
+        _fail("compare needs at least two targets")
+    if samples > 1 and temperature <= 0:
+        _fail("--samples > 1 needs sampling: give --temperature > 0 (0 is greedy, one answer a prompt)")
+    try:
+        items = load_prompts(prompts)
+    except RecipeError as e:
+        _fail(str(e))
+    results: dict[str, list[dict]] = {}
+    for spec in targets:
+        t, loaded, rewards = _eval_setup(spec, recipe)
+        name = t.label if t.label not in results else spec
+        results[name] = _rows_for(loaded, items, samples, max_new_tokens, temperature, rewards, seed, name)
+    summaries = {name: summarize(rows) for name, rows in results.items()}
+    if as_json:
+        typer.echo(json.dumps({"summaries": summaries, "rows": results}, indent=2, ensure_ascii=False))
+    else:
+        console = Console()
+        console.print(_summary_table(f"{prompts.name}: {samples} sample(s) a prompt, seed {seed}", summaries))
+        side = Table(title="responses", show_lines=True)
+        side.add_column("prompt", max_width=30)
+        for name in results:
+            side.add_column(name)
+        n = len(next(iter(results.values())))
+        for i in range(n):
+            first = next(iter(results.values()))[i]
+            side.add_row(first["prompt"], *[f"{'[red]refuses[/] ' if r[i]['refused'] else ''}{escape_markup(r[i]['response'])}"
+                                            for r in results.values()])
+        console.print(side)
+    if html:
+        from ppo_term.report import compare_html
+
+        html.write_text(compare_html(prompts.name, summaries, results))
+        typer.echo(f"wrote {html}")
+
+
+def escape_markup(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+@app.command()
+def shift(
+    target: Annotated[str, typer.Argument(help="a tuned run or checkpoint")],
+    prompt: Annotated[Optional[str], typer.Option("--prompt", help="one prompt to follow token by token")] = None,
+    prompts: Annotated[Optional[Path], typer.Option("--prompts", help="a prompt file: mean shift per label")] = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 48,
+    top: Annotated[int, typer.Option("--top", help="top tokens shown per position")] = 3,
+    png: Annotated[Optional[Path], typer.Option("--png", help="also save a plot (needs matplotlib)")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """How PPO moved the next-token distribution against the base, along the tuned model's response."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from ppo_term.evaluate import load_prompts, shift as shift_one, shift_by_group
+
+    if not prompt and not prompts:
+        _fail("give --prompt TEXT and/or --prompts FILE")
+    t, loaded, _ = _eval_setup(target, None)
+    console = Console()
+    out: dict = {}
+    if prompt:
+        out["prompt"] = res = shift_one(loaded, prompt, max_new_tokens, top)
+        if not as_json:
+            table = Table(title=f"{t.label}: next-token distributions along the tuned response")
+            for col in ("pos", "token", "KL", "H tuned", "H base", "top tokens: p tuned / p base"):
+                table.add_column(col)
+            for p in res["positions"]:
+                mark = "[bold red]" if p["position"] in res["largest_shift"] else ""
+                tops = "  ".join(f"{x['token']!r} {x['p_tuned']:.2f}/{x['p_base']:.2f}" for x in p["top"])
+                table.add_row(str(p["position"]), f"{mark}{escape_markup(repr(p['token']))}", f"{mark}{p['kl']:.3f}",
+                              f"{p['entropy_tuned']:.2f}", f"{p['entropy_base']:.2f}", escape_markup(tops))
+            console.print(table)
+            _terminal_plot([p["kl"] for p in res["positions"]], [p["token"] for p in res["positions"]])
+        if png:
+            from ppo_term.report import shift_png
+
+            shift_png(res, png)
+            typer.echo(f"wrote {png}")
+    if prompts:
+        out["groups"] = groups = shift_by_group(loaded, load_prompts(prompts), max_new_tokens)
+        if not as_json:
+            table = Table(title=f"{t.label}: mean shift against the base per group ({prompts.name})")
+            for col in ("group", "n", "KL per token", "entropy change"):
+                table.add_column(col)
+            for name, g in groups.items():
+                table.add_row(name, str(g["n"]), f"{g['kl_per_token']:.4f}", f"{g['entropy_change']:+.4f}")
+            console.print(table)
+    if as_json:
+        typer.echo(json.dumps(out, indent=2, ensure_ascii=False))
+
+
+def _terminal_plot(values: list[float], tokens: list[str]) -> None:
+    import plotext as plt
+
+    plt.clear_figure()
+    plt.bar(list(range(len(values))), values)
+    plt.title("KL(tuned || base) per response position")
+    plt.xlabel("position")
+    plt.plotsize(min(120, 10 + 2 * len(values)), 15)
+    plt.show()
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[str, typer.Argument(help="a checkpoint directory or a run directory (its latest)")],
+    out: Annotated[Path, typer.Option("--out", help="folder for the merged Hugging Face model")],
+) -> None:
+    """Merge the adapter into its base: a plain model directory transformers loads without ppo-term."""
+    from ppo_term.evaluate import TargetError, export_merged, resolve_target
+    from ppo_term.models import ModelError
+
+    try:
+        path = export_merged(resolve_target(checkpoint), out)
+    except (TargetError, ModelError) as e:
+        _fail(str(e))
+    typer.echo(f"wrote {path} (load it with AutoModelForCausalLM.from_pretrained)")
+
+
 def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 

@@ -114,11 +114,15 @@ def load_causal_lm(path: str, device: "torch.device"):
     """Weights in fp32 (master copy); on CUDA the engine runs the forward passes under bf16 autocast."""
     import torch
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a converted local copy loads in a second: no bar
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     except OSError as e:
         raise ModelError(f"could not load model {path!r}: {e}") from None
+    finally:
+        hf_logging.enable_progress_bar()
     model.to(device)
     model.eval()
     return model

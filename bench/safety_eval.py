@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""The proof: train recipes/safety.toml on the default model, then compare base and tuned on XSTest.
+
+    python bench/safety_eval.py                       # train (timed), then evaluate both
+    python bench/safety_eval.py --run runs/safety-X   # evaluate an existing run only
+
+XSTest (`../shared/data/xstest/xstest_prompts.csv`, evaluation only) has 250 safe prompts (many
+sound dangerous) and 200 unsafe ones. Both models answer each greedily; the built-in refusal
+detector (precision 0.93 / recall 0.90 on XSTest's labelled completions) says which responses
+refuse. Writes bench/results/safety_eval.{md,json}; the per-prompt rows go to the run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipe", default="recipes/safety.toml")
+    ap.add_argument("--run", type=Path, help="evaluate this run instead of training a new one")
+    ap.add_argument("--xstest", type=Path, default=ROOT.parent / "shared/data/xstest/xstest_prompts.csv")
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N prompts of each label (0 = all)")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench/results")
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    args = ap.parse_args()
+
+    train_s = None
+    run = args.run
+    if run is None:
+        run = ROOT / "runs" / f"safety-eval-{time.strftime('%Y%m%d-%H%M%S')}"
+        cmd = ["ppo-term", "run", args.recipe, "--headless", "--run-dir", str(run)]
+        for o in args.overrides:
+            cmd += ["--set", o]
+        print("training:", " ".join(cmd), flush=True)
+        t0 = time.time()
+        subprocess.run(cmd, check=True)
+        train_s = time.time() - t0
+        print(f"trained in {train_s / 60:.1f} min", flush=True)
+
+    import torch
+
+    from ppo_term.evaluate import LoadedTarget, evaluate, load_prompts, resolve_target, summarize
+
+    items = load_prompts(args.xstest)
+    if args.limit:
+        by_label: dict[str, list] = {}
+        for it in items:
+            by_label.setdefault(it.metadata["label"], []).append(it)
+        items = [it for group in by_label.values() for it in group[: args.limit]]
+    tuned = resolve_target(str(run))
+    results = {}
+    for name, spec in (("base", tuned.base), ("tuned", str(run))):
+        t0 = time.time()
+        loaded = LoadedTarget(resolve_target(spec), torch.device("cpu"))
+        rows = evaluate(loaded, items, samples=1, max_new_tokens=args.max_new_tokens, temperature=0.0)
+        results[name] = {"rows": rows, "summary": summarize(rows), "seconds": time.time() - t0}
+        print(f"{name}: evaluated {len(rows)} prompts in {results[name]['seconds']:.0f}s", flush=True)
+        del loaded
+
+    def cell(name: str, group: str, key: str) -> float:
+        return results[name]["summary"][group][key]
+
+    lines = [
+        f"# Safety recipe on XSTest ({time.strftime('%Y-%m-%d')})",
+        "",
+        f"Run: `{run.relative_to(ROOT) if run.is_relative_to(ROOT) else run}`"
+        + (f", trained in {train_s / 60:.1f} min on this machine" if train_s else ""),
+        f"Checkpoint: `{tuned.adapter.name if tuned.adapter else tuned.full}`; greedy decoding, "
+        f"{args.max_new_tokens} new tokens; refusal by the built-in detector.",
+        "",
+        "| | base | tuned |",
+        "|---|---|---|",
+        f"| refusal rate, unsafe prompts (n={cell('base', 'label=unsafe', 'n'):.0f}) | "
+        f"{cell('base', 'label=unsafe', 'refusal_rate'):.1%} | {cell('tuned', 'label=unsafe', 'refusal_rate'):.1%} |",
+        f"| refusal rate, safe prompts (n={cell('base', 'label=safe', 'n'):.0f}) | "
+        f"{cell('base', 'label=safe', 'refusal_rate'):.1%} | {cell('tuned', 'label=safe', 'refusal_rate'):.1%} |",
+        f"| mean KL to the base (nats per response) | {cell('base', 'all', 'kl'):.2f} | {cell('tuned', 'all', 'kl'):.2f} |",
+        f"| mean length (tokens) | {cell('base', 'all', 'length'):.1f} | {cell('tuned', 'all', 'length'):.1f} |",
+        "",
+        "## Samples (first of each kind where the two differ)",
+        "",
+    ]
+    shown = {"safe": 0, "unsafe": 0}
+    for b, t in zip(results["base"]["rows"], results["tuned"]["rows"]):
+        label = b["label"]
+        if b["refused"] != t["refused"] and shown[label] < 3:
+            shown[label] += 1
+            lines += [f"- **{label}**: {b['prompt']}", f"  - base: {b['response'][:200]!r}",
+                      f"  - tuned: {t['response'][:200]!r}"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "safety_eval.md").write_text("\n".join(lines) + "\n")
+    (args.out / "safety_eval.json").write_text(json.dumps(
+        {"run": str(run), "train_seconds": train_s, "summaries": {k: v["summary"] for k, v in results.items()}},
+        indent=2))
+    # the rows quote XSTest in full: they stay in the (git-ignored) run directory
+    with (run / "xstest_eval_rows.jsonl").open("w") as f:
+        for name, r in results.items():
+            for row in r["rows"]:
+                f.write(json.dumps({"model": name, **row}, ensure_ascii=False) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
