@@ -199,6 +199,18 @@ def _eval_rewards(recipe_file: Path):
     return [b for b in bound if not b.reward.interactive]
 
 
+def _eval_prompts(prompts: Path, samples: int, temperature: float):
+    from ppo_term.evaluate import load_prompts
+    from ppo_term.recipe import RecipeError
+
+    if samples > 1 and temperature <= 0:
+        _fail("--samples > 1 needs sampling: give --temperature > 0 (0 is greedy, one answer a prompt)")
+    try:
+        return load_prompts(prompts)
+    except RecipeError as e:
+        _fail(str(e))
+
+
 def _rows_for(loaded, items, samples, max_new_tokens, temperature, rewards, seed, label):
     from rich.console import Console
     from rich.progress import Progress
@@ -251,12 +263,7 @@ def eval_(
     from ppo_term.evaluate import load_prompts, summarize
     from ppo_term.recipe import RecipeError
 
-    if samples > 1 and temperature <= 0:
-        _fail("--samples > 1 needs sampling: give --temperature > 0 (0 is greedy, one answer a prompt)")
-    try:
-        items = load_prompts(prompts)
-    except RecipeError as e:
-        _fail(str(e))
+    items = _eval_prompts(prompts, samples, temperature)
     t, loaded, rewards = _eval_setup(target, recipe)
     rows = _rows_for(loaded, items, samples, max_new_tokens, temperature, rewards, seed, t.label)
     if out:
@@ -283,17 +290,11 @@ def compare(
     from rich.console import Console
     from rich.table import Table
 
-    from ppo_term.evaluate import load_prompts, summarize
-    from ppo_term.recipe import RecipeError
+    from ppo_term.evaluate import summarize
 
     if len(targets) < 2:
         _fail("compare needs at least two targets")
-    if samples > 1 and temperature <= 0:
-        _fail("--samples > 1 needs sampling: give --temperature > 0 (0 is greedy, one answer a prompt)")
-    try:
-        items = load_prompts(prompts)
-    except RecipeError as e:
-        _fail(str(e))
+    items = _eval_prompts(prompts, samples, temperature)
     results: dict[str, list[dict]] = {}
     for spec in targets:
         t, loaded, rewards = _eval_setup(spec, recipe)

@@ -70,6 +70,8 @@ class PPOConfig(Section):
     kl_estimator: Literal["k1", "k3"] = "k1"
     no_eos_penalty: float | None = Field(None, description="score for responses that never end")
     whiten_rewards: bool = False
+    score_baseline: Literal["none", "group"] = Field(
+        "none", description="group: subtract the mean score of the prompt's other candidates (RLOO)")
 
 
 class KLConfig(BaseModel):

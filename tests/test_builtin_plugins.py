@@ -1,6 +1,8 @@
+import math
+
 import pytest
 
-from ppo_term.builtin.kl_schedules import AdaptiveKL, FixedKL
+from ppo_term.builtin.kl_schedules import AdaptiveKL, CosineKL, FixedKL, LinearKL, WarmupKL
 from ppo_term.builtin.refusal import is_refusal, refusal_score
 from ppo_term.builtin.rewards import KeywordsReward, LengthReward, RefusalReward, RewardInputError
 from ppo_term.plugins.manager import build_plugins
@@ -10,7 +12,7 @@ from ppo_term.plugins.types import Sample
 def test_builtins_register_through_the_hooks():
     plugins = build_plugins(load_entry_points=False)
     assert {"refusal", "keywords", "length"} <= set(plugins.rewards)
-    assert {"fixed", "adaptive"} <= set(plugins.kl_schedules)
+    assert {"fixed", "adaptive", "linear", "cosine", "warmup"} <= set(plugins.kl_schedules)
     assert plugins.rewards["refusal"].source == "builtin"
 
 
@@ -59,3 +61,20 @@ def test_adaptive_kl_by_hand():
     restored.load_state_dict(s.state_dict())
     assert restored.coef == s.coef
     assert FixedKL(0.3).update(1, 100.0, 10) == 0.3
+
+
+def test_timed_kl_schedules_by_hand():
+    # linear 0.2 -> 0.0 over 4 steps: 0.15, 0.1, 0.05, 0, then stays
+    lin = LinearKL(0.2, LinearKL.Params(end=0.0, steps=4))
+    assert [round(lin.update(s, 99.0, 8), 6) for s in (1, 2, 3, 4, 5)] == [0.15, 0.1, 0.05, 0.0, 0.0]
+    # cosine 0.2 -> 0.0 over 4 steps: 0.1 * (1 + cos(pi * s / 4))
+    cos = CosineKL(0.2, CosineKL.Params(end=0.0, steps=4))
+    assert [round(cos.update(s, 0.0, 8), 6) for s in (1, 2, 4)] == [round(0.1 * (1 + math.cos(math.pi / 4)), 6), 0.1, 0.0]
+    # warmup 0 -> 0.1 over 5 steps; starts at 0 before the first step
+    warm = WarmupKL(0.1, WarmupKL.Params(start_coef=0.0, steps=5))
+    assert warm.coef == 0.0
+    assert [round(warm.update(s, 0.0, 8), 6) for s in (1, 5, 9)] == [0.02, 0.1, 0.1]
+    # state survives a checkpoint round trip
+    again = WarmupKL(0.1, WarmupKL.Params(start_coef=0.0, steps=5))
+    again.load_state_dict(warm.state_dict())
+    assert again.update(2, 0.0, 8) == warm.at(2)

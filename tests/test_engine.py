@@ -53,11 +53,12 @@ def prob_of(trainer, word):
     return logits[:, -1].softmax(-1)[:, tok.convert_tokens_to_ids(word)].mean().item()
 
 
-def test_ppo_raises_the_probability_of_the_rewarded_token(write_recipe):
+@pytest.mark.parametrize("baseline", ["none", "group"])
+def test_ppo_raises_the_probability_of_the_rewarded_token(write_recipe, baseline):
     rewards = '[[rewards]]\nname = "yes-fraction"\n'
     recipe = load_recipe(write_recipe(rewards=rewards, steps=12), [
         "ppo.lr=0.01", "generation.n=4", "ppo.batch_prompts=3", "ppo.minibatch=6", "ppo.epochs=2",
-        "generation.max_new_tokens=4", "kl.coef=0.01",
+        "generation.max_new_tokens=4", "kl.coef=0.01", f"ppo.score_baseline={baseline}",
     ])
     metrics = []
     trainer = make_trainer(recipe, YesReward, listeners=[lambda e: e.kind == "metrics" and metrics.append(e.data)])
@@ -174,3 +175,31 @@ def test_controls_pause_kl_save_stop(write_recipe, tmp_path):
     rd.close()
     logged = (rd.path / "events.jsonl").read_text()
     assert '"command": "set_kl_coef"' in logged and '"step": 1' in logged
+
+
+def test_scores_weighted_sum_and_no_eos_penalty():
+    from ppo_term.engine.rollout import Batch, BoundReward, score
+    from ppo_term.recipe import PromptItem
+
+    class Len(Reward):
+        name = "len"
+
+        def score(self, samples):
+            return [float(len(s.response)) for s in samples]
+
+    class One(Reward):
+        name = "one"
+
+        def score(self, samples):
+            return [1.0] * len(samples)
+
+    item = PromptItem(prompt="p")
+    batch = Batch(items=[item, item], query_ids=torch.zeros(2, 1, dtype=torch.long), query_mask=torch.ones(2, 1),
+                  response_ids=torch.zeros(2, 2, dtype=torch.long), mask=torch.ones(2, 2),
+                  finished=torch.tensor([True, False]), responses=["abc", "abcdef"])
+    score([BoundReward("len", 0.5, Len()), BoundReward("one", 2.0, One())], batch)
+    assert batch.scores.tolist() == [0.5 * 3 + 2.0, 0.5 * 6 + 2.0]
+    assert batch.components == {"len": [3.0, 6.0], "one": [1.0, 1.0]}
+    score([BoundReward("len", 0.5, Len())], batch, no_eos_penalty=-5.0)
+    assert batch.scores.tolist() == [1.5, -5.0]  # the response that never ended gets the penalty
+    assert batch.groups == [[0, 1]]

@@ -111,3 +111,9 @@ def test_response_mask_stops_after_first_eos():
     mask, finished = ppo.response_mask(ids, [2])
     assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
     assert finished.tolist() == [True, False]
+
+
+def test_leave_one_out_baseline_by_hand():
+    # prompt A: 1, 0, 2 -> 1 - 1, 0 - 1.5, 2 - 0.5; prompt B alone keeps its score
+    out = ppo.leave_one_out(torch.tensor([1.0, 0.0, 2.0, 5.0]), [[0, 1, 2], [3]])
+    assert out.tolist() == pytest.approx([0.0, -1.5, 1.5, 5.0])

@@ -78,6 +78,9 @@ def test_pause_kl_save_and_stop_from_the_keyboard(write_recipe, tmp_path):
             await pilot.press("s")
             await pilot.press("p")
             await until(pilot, lambda: trainer.step >= paused_at + 2)
+            # the controls are in the command palette too
+            commands = [c.title for c in app.get_system_commands(app.screen)]
+            assert {"Pause/Resume", "KL up", "KL down", "Set KL", "Save", "Stop"} <= set(commands)
             # stop: confirm, the engine saves and the app exits
             await pilot.press("q")
             await pilot.press("y")

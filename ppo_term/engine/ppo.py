@@ -61,6 +61,18 @@ def kl_per_token(logprobs: Tensor, ref_logprobs: Tensor, estimator: str = "k1") 
     raise ValueError(f"unknown KL estimator {estimator!r} (expected 'k1' or 'k3')")
 
 
+def leave_one_out(scores: Tensor, groups: list[list[int]]) -> Tensor:
+    """Each score minus the mean of the other candidates for the same prompt (RLOO's baseline)."""
+    out = scores.clone()
+    for g in groups:
+        if len(g) > 1:
+            idx = torch.tensor(g)
+            s = scores[idx]
+            # baseline_i = (sum_j s_j - s_i) / (n - 1)
+            out[idx] = s - (s.sum() - s) / (len(g) - 1)
+    return out
+
+
 def token_rewards(scores: Tensor, kl: Tensor, kl_coef: float, mask: Tensor) -> Tensor:
     """reward_t = -kl_coef * KL_t, plus the sequence's score at its last real token."""
     rewards = -kl_coef * kl * mask

@@ -74,25 +74,23 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
 
     # ---- set-up ----
-    def _make_kl_schedule(self) -> KLSchedule:
+    def _plugin(self, lookup, name: str, field: str):
+        """A plugin class by name; an unknown name is a recipe error at `field`."""
         from ppo_term.plugins.manager import PluginError
 
-        source = self.recipe.source or "<recipe>"
         try:
-            cls = self.plugins.kl_schedule(self.recipe.kl.schedule)
+            return lookup(name)
         except PluginError as e:
-            raise RecipeError(source, "kl.schedule", str(e)) from None
-        params = check_params(cls.Params, self.recipe.kl.params, source, "kl")
+            raise RecipeError(self.recipe.source or "<recipe>", field, str(e)) from None
+
+    def _make_kl_schedule(self) -> KLSchedule:
+        cls = self._plugin(self.plugins.kl_schedule, self.recipe.kl.schedule, "kl.schedule")
+        params = check_params(cls.Params, self.recipe.kl.params, self.recipe.source or "<recipe>", "kl")
         return cls(self.recipe.kl.coef, params)
 
     def _make_sampler(self) -> Sampler:
-        from ppo_term.plugins.manager import PluginError
-
         source = self.recipe.source or "<recipe>"
-        try:
-            cls = self.plugins.sampler(self.recipe.sampler.name)
-        except PluginError as e:
-            raise RecipeError(source, "sampler.name", str(e)) from None
+        cls = self._plugin(self.plugins.sampler, self.recipe.sampler.name, "sampler.name")
         sampler = cls(check_params(cls.Params, self.recipe.sampler.params, source, "sampler"))
         try:
             sampler.plan(self.items[:1], self.recipe.generation)
@@ -276,7 +274,11 @@ class Trainer:
         logprobs, values, ref_logprobs = self._rollout_stats(batch)
         # per-token KL against the reference, and the per-token rewards it shapes
         kl = ppo.kl_per_token(logprobs, ref_logprobs, pc.kl_estimator) * mask
-        scores = batch.scores.to(mask.device)
+        scores = batch.scores
+        if pc.score_baseline == "group":
+            # compare each candidate with its siblings: the prompt's own difficulty drops out
+            scores = ppo.leave_one_out(scores, batch.groups)
+        scores = scores.to(mask.device)
         rewards = ppo.token_rewards(scores, kl, kl_coef, mask)
         if pc.whiten_rewards:
             rewards = ppo.masked_whiten(rewards, mask, shift_mean=False)

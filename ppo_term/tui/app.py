@@ -62,6 +62,16 @@ class DashboardApp(App):
         self.result: Any = None
         self.error: BaseException | None = None
 
+    def get_system_commands(self, screen):
+        """The run's controls in the command palette (ctrl+p), beside Textual's own."""
+        from textual.app import SystemCommand
+
+        yield from super().get_system_commands(screen)
+        for binding in self.BINDINGS:
+            if binding.show and binding.description:
+                yield SystemCommand(binding.description, f"key {binding.key.split(',')[0]}",
+                                    getattr(self, f"action_{binding.action}"))
+
     # ---- layout ----
     def compose(self) -> ComposeResult:
         yield RunHeader(id="header")

@@ -13,6 +13,7 @@ PANELS = {
     "KL | kl_coef": ["kl", "kl_coef>"],
     "policy | value loss": ["policy_loss", "value_loss>"],
     "entropy | length": ["entropy", "response_length>"],
+    "tokens/s": ["tokens_per_s"],
 }
 
 
