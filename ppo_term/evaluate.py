@@ -16,7 +16,7 @@ import torch
 
 from ppo_term.builtin.refusal import refusal_score
 from ppo_term.engine import ppo
-from ppo_term.engine.rollout import Batch, chat_text, eos_ids
+from ppo_term.engine.rollout import Batch, chat_text, eos_ids, to_batch
 from ppo_term.recipe import PromptItem, RecipeError
 
 
@@ -118,16 +118,7 @@ class LoadedTarget:
         out = self.model.generate(input_ids=enc.input_ids, attention_mask=enc.attention_mask,
                                   max_new_tokens=max_new_tokens, num_return_sequences=samples,
                                   eos_token_id=eos, pad_token_id=self.tokenizer.pad_token_id, **sampling)
-        P = enc.input_ids.shape[1]
-        response_ids = out[:, P:]
-        mask, finished = ppo.response_mask(response_ids, eos)
-        response_ids = torch.where(mask.bool(), response_ids, torch.full_like(response_ids, self.tokenizer.pad_token_id))
-        responses = [self.tokenizer.decode(ids[m.bool()], skip_special_tokens=True).strip()
-                     for ids, m in zip(response_ids, mask)]
-        return Batch(items=[it for it in items for _ in range(samples)],
-                     query_ids=enc.input_ids.repeat_interleave(samples, 0),
-                     query_mask=enc.attention_mask.repeat_interleave(samples, 0),
-                     response_ids=response_ids, mask=mask, finished=finished, responses=responses)
+        return to_batch(self.tokenizer, items, enc, out, eos, samples, temperature if temperature > 0 else 1.0)
 
     @torch.no_grad()
     def token_logits(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -115,23 +115,28 @@ def generate(policy: Policy, tokenizer, items: list[PromptItem], gen: Generation
         pad_token_id=tokenizer.pad_token_id,
         **({"stopping_criteria": [StopOnStrings(tokenizer, gen.stop, enc.input_ids.shape[1])]} if gen.stop else {}),
     )
-    P = enc.input_ids.shape[1]
-    response_ids = out[:, P:]
     # a sequence that stopped on a stop string is padded; padding ends it like an EOS would
     ends = eos if tokenizer.pad_token_id in eos else eos + [tokenizer.pad_token_id]
+    return to_batch(tokenizer, items, enc, out, ends, gen.n, gen.temperature)
+
+
+def to_batch(tokenizer, items: list[PromptItem], enc, out: Tensor, ends: list[int], n: int,
+             temperature: float) -> Batch:
+    """generate()'s output as a Batch: responses cut after their first end token, then decoded."""
+    response_ids = out[:, enc.input_ids.shape[1]:]
     mask, finished = response_mask(response_ids, ends)
     # everything after EOS becomes padding
     response_ids = torch.where(mask.bool(), response_ids, torch.full_like(response_ids, tokenizer.pad_token_id))
     responses = [_decode(tokenizer, ids, m) for ids, m in zip(response_ids, mask)]
     return Batch(
-        items=[item for item in items for _ in range(gen.n)],
-        query_ids=enc.input_ids.repeat_interleave(gen.n, dim=0),
-        query_mask=enc.attention_mask.repeat_interleave(gen.n, dim=0),
+        items=[item for item in items for _ in range(n)],
+        query_ids=enc.input_ids.repeat_interleave(n, dim=0),
+        query_mask=enc.attention_mask.repeat_interleave(n, dim=0),
         response_ids=response_ids,
         mask=mask,
         finished=finished,
         responses=responses,
-        temperature=gen.temperature,
+        temperature=temperature,
     )
 
 
