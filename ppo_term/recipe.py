@@ -34,7 +34,8 @@ class LoraConfig(Section):
     enabled: bool = Field(True, description="false = full fine-tuning with a frozen reference copy")
     r: int = Field(16, gt=0)
     alpha: float = Field(32, gt=0)
-    dropout: float = Field(0.05, ge=0, lt=1)
+    dropout: float = Field(0.0, ge=0, lt=1, description="PEFT's lora_dropout; the engine runs in eval mode, "
+                           "so it only matters for adapters used elsewhere")
     target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
