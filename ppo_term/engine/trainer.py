@@ -72,6 +72,7 @@ class Trainer:
         self.sampler = self._make_sampler()
         self.kl_fixed = False  # the user fixed kl_coef from the dashboard
         self.history: list[dict[str, Any]] = []
+        self.monitor = monitor.Monitor(getattr(self.kl_schedule.params, "target", None))
 
     # ---- set-up ----
     def _plugin(self, lookup, name: str, field: str):
@@ -244,7 +245,7 @@ class Trainer:
         self.history.append(metrics)
         self.emit("metrics", **metrics)
         self.emit("rollouts", samples=self._rollout_rows(batch, token_kl))
-        for message in monitor.check(self.history, getattr(self.kl_schedule.params, "target", None)):
+        for message in self.monitor.new_warnings(self.history):
             self.emit("warning", message=message)
         return metrics
 
