@@ -16,7 +16,7 @@ import torch
 
 from ppo_term.builtin.refusal import refusal_score
 from ppo_term.engine import ppo
-from ppo_term.engine.rollout import Batch, chat_text, eos_ids, to_batch
+from ppo_term.engine.rollout import Batch, chat_text, eos_ids, sampling_kwargs, to_batch
 from ppo_term.recipe import PromptItem, RecipeError
 
 
@@ -113,11 +113,8 @@ class LoadedTarget:
         texts = [chat_text(self.tokenizer, it.prompt, system_prompt) for it in items]
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         eos = eos_ids(self.tokenizer, self.lm)
-        sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0 \
-            else {"do_sample": False}
-        out = self.model.generate(input_ids=enc.input_ids, attention_mask=enc.attention_mask,
-                                  max_new_tokens=max_new_tokens, num_return_sequences=samples,
-                                  eos_token_id=eos, pad_token_id=self.tokenizer.pad_token_id, **sampling)
+        out = self.model.generate(**sampling_kwargs(temperature, n=samples, enc=enc), max_new_tokens=max_new_tokens,
+                                  eos_token_id=eos, pad_token_id=self.tokenizer.pad_token_id)
         return to_batch(self.tokenizer, items, enc, out, eos, samples, temperature if temperature > 0 else 1.0)
 
     @torch.no_grad()

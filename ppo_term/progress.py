@@ -54,6 +54,8 @@ class HeadlessReporter:
             )
         elif event.kind == "start":
             self.console.print(f"model {d['model']} on {d['device']}, {d['trainable_params']:,} trainable parameters")
+            if "precision" in d:
+                self.console.print(f"precision {d['precision']} ({d['precision_reason']})", highlight=False)
         elif event.kind == "checkpoint":
             self.console.print(f"[green]checkpoint[/] {d['path']} ({d['reason']})")
         elif event.kind == "control":

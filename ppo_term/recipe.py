@@ -128,6 +128,8 @@ class Recipe(Section):
     seed: int = 0
     save_every: int = Field(10, ge=0, description="0 = only at the end")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="compute dtype; auto = bf16 on CUDA and on CPUs where a bf16 matmul measures faster")
     lora: LoraConfig = Field(default_factory=LoraConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -15,7 +16,10 @@ def tiny_model(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def write_recipe(tmp_path, tiny_model):
-    """Write a small recipe for the tiny model; `extra` TOML is appended, `**top` sets top-level keys."""
+    """Write a small recipe for the tiny model; `extra` TOML is appended.
+
+    fp32 unless PPO_TERM_TEST_PRECISION says otherwise (the GPU check runs the suite with `auto`).
+    """
 
     def write(extra: str = "", name: str = "recipe.toml", steps: int = 2, rewards: str | None = None) -> Path:
         rewards = rewards if rewards is not None else '[[rewards]]\nname = "keywords"\ninclude = ["yes"]\n'
@@ -25,6 +29,7 @@ def write_recipe(tmp_path, tiny_model):
             steps = {steps}
             seed = 0
             save_every = 0
+            precision = "{os.environ.get('PPO_TERM_TEST_PRECISION', 'fp32')}"
 
             [generation]
             n = 2

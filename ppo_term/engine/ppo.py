@@ -45,7 +45,11 @@ def logprobs_from_logits(logits: Tensor, tokens: Tensor) -> Tensor:
 
 def entropy_from_logits(logits: Tensor) -> Tensor:
     """Entropy of the next-token distribution at each position: [B, T, V] -> [B, T]."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
+    return entropy_from_logprobs(torch.log_softmax(logits.float(), dim=-1))
+
+
+def entropy_from_logprobs(logp: Tensor) -> Tensor:
+    """The same from log-probabilities over the vocabulary (one log-softmax shared with the loss)."""
     return -(logp.exp() * logp).sum(-1)
 
 

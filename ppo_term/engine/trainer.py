@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ppo_term import monitor
-from ppo_term.engine import ppo
+from ppo_term.engine import ppo, precision
 from ppo_term.engine.controls import Controls
 from ppo_term.engine.events import Event, Listener
 from ppo_term.engine.policy import Policy
@@ -110,7 +110,8 @@ class Trainer:
         self.model_path = model_path or resolve_model(r.model, progress=self.progress)
         self.tokenizer = load_tokenizer(self.model_path)
         lm = load_causal_lm(self.model_path, self.device)
-        self.policy = Policy(lm, r.lora, self.device)
+        self.precision = precision.choose(r.precision, self.device)
+        self.policy = Policy(lm, r.lora, self.device, self.precision.dtype)
         self.optimizer = torch.optim.AdamW(self.policy.trainable_parameters(), lr=r.ppo.lr, weight_decay=0.0)
         run_path = self.run_dir.path if self.run_dir is not None else None
         for bound in self.rewards:
@@ -118,6 +119,7 @@ class Trainer:
             bound.reward.setup()
         self._order: list[int] = []
         self.emit("start", model=r.model, model_path=self.model_path, device=str(self.device),
+                  precision=self.precision.name, precision_reason=self.precision.reason,
                   trainable_params=sum(p.numel() for p in self.policy.trainable_parameters()))
 
     def emit(self, kind: str, **data: Any) -> None:
@@ -296,10 +298,12 @@ class Trainer:
                 idx = idx.to(mask.device)
                 m = mask[idx]
                 logits, new_values = self.policy.forward(self.policy.lm, ids[idx], att[idx], P, temp)
-                new_logprobs = ppo.logprobs_from_logits(logits, batch.response_ids[idx])
+                # one log-softmax over the vocabulary for both the sampled tokens and the entropy
+                logp_all = torch.log_softmax(logits, dim=-1)
+                new_logprobs = logp_all.gather(-1, batch.response_ids[idx].unsqueeze(-1)).squeeze(-1)
                 # entropy needs a graph only when it is part of the loss
                 with torch.set_grad_enabled(pc.ent_coef > 0):
-                    entropy = ppo.masked_mean(ppo.entropy_from_logits(logits), m)
+                    entropy = ppo.masked_mean(ppo.entropy_from_logprobs(logp_all), m)
                 pg_loss, clipfrac, approx_kl = ppo.policy_loss(
                     new_logprobs, logprobs[idx], advantages[idx], m, pc.cliprange
                 )

@@ -31,6 +31,8 @@ class RunView:
         d = event.data
         if event.kind == "start":
             self.model, self.device = d.get("model", self.model), d.get("device", self.device)
+            if d.get("precision"):
+                self.device = f"{self.device} {d['precision']}"
         elif event.kind == "phase":
             self.phase = d["phase"]
             if self.pending == "pausing..." and self.phase == "paused":

@@ -1,0 +1,63 @@
+"""The compute dtype: bf16 where the hardware really runs it fast, fp32 otherwise.
+
+On CUDA bf16 is the rule when the GPU supports it. On a CPU it depends on the chip: with AVX-512
+BF16 (or AMX) torch's bf16 matmuls run about twice as fast as fp32, on an AVX2-only CPU they run
+7-100x slower. So `auto` times one matmul of a training-sized shape in both dtypes and takes bf16
+only when it is clearly faster.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+# bf16 must beat fp32 by this factor to be chosen on a CPU
+MIN_SPEEDUP = 1.3
+
+
+@dataclass(frozen=True)
+class Precision:
+    dtype: torch.dtype
+    reason: str
+
+    @property
+    def name(self) -> str:
+        return "bf16" if self.dtype == torch.bfloat16 else "fp32"
+
+
+def _matmul_seconds(dtype: torch.dtype, shape=(256, 576, 1536), repeats: int = 5) -> float:
+    m, k, n = shape
+    a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+    a @ b  # warm-up: oneDNN picks its kernel on the first call
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def cpu_bf16_speedup() -> float:
+    """fp32 time / bf16 time of one matmul on this CPU (best of a few)."""
+    return _matmul_seconds(torch.float32) / _matmul_seconds(torch.bfloat16)
+
+
+def choose(requested: str, device: torch.device) -> Precision:
+    """`requested` is the recipe's precision: auto, fp32 or bf16."""
+    if requested == "fp32":
+        return Precision(torch.float32, "recipe: fp32")
+    if device.type == "cuda":
+        if requested == "bf16" or torch.cuda.is_bf16_supported():
+            return Precision(torch.bfloat16, f"{requested}: CUDA")
+        return Precision(torch.float32, "auto: this GPU has no bf16")
+    if requested == "bf16":
+        return Precision(torch.bfloat16, "recipe: bf16")
+    capability = torch.backends.cpu.get_cpu_capability()
+    if "AVX512" not in capability:
+        return Precision(torch.float32, f"auto: CPU capability {capability}, bf16 would be slow")
+    speedup = cpu_bf16_speedup()
+    if speedup >= MIN_SPEEDUP:
+        return Precision(torch.bfloat16, f"auto: bf16 matmul {speedup:.1f}x fp32 on this CPU")
+    return Precision(torch.float32, f"auto: bf16 matmul only {speedup:.1f}x fp32 on this CPU")

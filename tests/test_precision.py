@@ -1,0 +1,108 @@
+"""The compute dtype: chosen by hardware and measurement, and a bf16 run still learns."""
+
+import pytest
+import torch
+
+from ppo_term.engine import precision
+from ppo_term.recipe import RecipeError, load_recipe
+from tests.test_engine import YesReward, make_trainer, prob_of
+
+CPU = torch.device("cpu")
+
+
+def test_recipe_choice_wins():
+    assert precision.choose("fp32", CPU).dtype == torch.float32
+    assert precision.choose("bf16", CPU).dtype == torch.bfloat16
+
+
+def test_auto_on_an_avx2_cpu_is_fp32_without_measuring(monkeypatch):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: pytest.fail("should not measure"))
+    chosen = precision.choose("auto", CPU)
+    assert chosen.dtype == torch.float32 and "AVX2" in chosen.reason
+
+
+@pytest.mark.parametrize("speedup, expected", [(2.1, torch.bfloat16), (1.1, torch.float32)])
+def test_auto_on_an_avx512_cpu_follows_the_measurement(monkeypatch, speedup, expected):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: speedup)
+    chosen = precision.choose("auto", CPU)
+    assert chosen.dtype == expected and f"{speedup:.1f}x" in chosen.reason
+
+
+def test_the_measurement_returns_a_ratio():
+    assert 0 < precision.cpu_bf16_speedup() < 1000
+
+
+def test_a_wrong_precision_names_the_field(write_recipe):
+    with pytest.raises(RecipeError, match="precision"):
+        load_recipe(write_recipe(), ["precision=fp16"])
+
+
+def test_bf16_lora_keeps_the_base_in_bf16_and_the_adapter_in_fp32_and_learns(write_recipe):
+    rewards = '[[rewards]]\nname = "yes-fraction"\n'
+    recipe = load_recipe(write_recipe(rewards=rewards, steps=12), [
+        "precision=bf16", "ppo.lr=0.01", "generation.n=4", "ppo.batch_prompts=3", "ppo.minibatch=6",
+        "ppo.epochs=2", "generation.max_new_tokens=4", "kl.coef=0.01",
+    ])
+    metrics = []
+    trainer = make_trainer(recipe, YesReward, listeners=[lambda e: e.kind == "metrics" and metrics.append(e.data)])
+    policy = trainer.policy
+    linears = [m.weight for n, m in policy.lm.named_modules()
+               if isinstance(m, torch.nn.Linear) and "lora_" not in n and "value" not in n]
+    assert linears and all(w.dtype == torch.bfloat16 and not w.requires_grad for w in linears)
+    # embeddings and norms stay fp32: the residual stream between layers is fp32
+    assert policy.lm.get_input_embeddings().weight.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in policy.trainable_parameters())
+    with policy._autocast():
+        before = prob_of(trainer, "yes")
+    trainer.run()
+    with policy._autocast():
+        after = prob_of(trainer, "yes")
+    assert after > 3 * before, (before, after)
+    assert all(m["kl"] == m["kl"] for m in metrics)  # no NaN
+
+
+def test_bf16_old_logprobs_match_the_update_pass(write_recipe):
+    # with a step too small to move the policy, the ratio measures only numerical mismatch
+    recipe = load_recipe(write_recipe(steps=1), ["precision=bf16", "ppo.lr=1e-12", "generation.n=4",
+                                                 "ppo.batch_prompts=3", "ppo.minibatch=4", "ppo.epochs=2"])
+    metrics = []
+    make_trainer(recipe, listeners=[lambda e: e.kind == "metrics" and metrics.append(e.data)]).run()
+    assert metrics[0]["approx_kl"] < 1e-3
+    assert metrics[0]["clipfrac"] == 0.0
+
+
+def test_bf16_full_fine_tuning_keeps_fp32_master_weights_and_a_bf16_reference(write_recipe):
+    recipe = load_recipe(write_recipe(steps=1, rewards='[[rewards]]\nname = "yes-fraction"\n'),
+                         ["precision=bf16", "lora.enabled=false", "ppo.lr=0.01", "generation.n=4"])
+    trainer = make_trainer(recipe, YesReward)
+    assert all(p.dtype == torch.float32 for p in trainer.policy.trainable_parameters())
+    ref_linears = [m.weight for m in trainer.policy.ref_model.modules() if isinstance(m, torch.nn.Linear)]
+    assert ref_linears and all(w.dtype == torch.bfloat16 for w in ref_linears)
+    before = {n: p.detach().clone() for n, p in trainer.policy.model.named_parameters()}
+    trainer.run()
+    changed = [n for n, p in trainer.policy.model.named_parameters() if not torch.equal(p, before[n])]
+    assert changed
+
+
+def test_generation_reads_merged_weights_equal_to_the_adapter_and_leaves_the_base_alone(write_recipe):
+    trainer = make_trainer(load_recipe(write_recipe(steps=1)))
+    policy = trainer.policy
+    torch.manual_seed(1)
+    for name, p in policy.model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.05)  # a trained-looking adapter (B starts at zero)
+    ids = torch.tensor([[3, 4, 5, 6, 7, 8]])
+    base = {n: p.detach().clone() for n, p in policy.lm.named_parameters() if "lora" not in n}
+    with torch.no_grad():
+        adapter = policy.model(input_ids=ids).logits
+        with policy._merged_adapter():
+            merged = policy.model(input_ids=ids).logits
+        after = policy.model(input_ids=ids).logits
+        with policy.reference() as ref:
+            reference = ref(input_ids=ids).logits
+    assert torch.allclose(merged, adapter, atol=1e-4)
+    assert torch.equal(after, adapter)  # the adapter layers are back on
+    assert not torch.allclose(reference, adapter, atol=1e-3)
+    assert all(torch.equal(p, base[n]) for n, p in policy.lm.named_parameters() if "lora" not in n)
