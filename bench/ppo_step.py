@@ -54,6 +54,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
 
+    import torch
+
     from ppo_term.engine.trainer import Trainer
     from ppo_term.recipe import load_recipe
 
@@ -88,11 +90,17 @@ def main() -> None:
         "median_tokens_per_s": med("tokens_per_s"),
         "median_response_length": med("response_length"),
         "peak_rss_mib": peak_rss_mib,
+        **({"peak_cuda_mib": torch.cuda.max_memory_allocated() / 2**20} if trainer.device.type == "cuda" else {}),
+        "precision": trainer.precision.name,
+        "precision_reason": trainer.precision.reason,
+        "steps": [{"gen_s": r["time/generate"], "score_s": r["time/score"], "train_s": r["time/train"],
+                   "total_s": r["time/step"], "tokens_per_s": r["tokens_per_s"]} for r in rows],
     }
     s = result["median_s"]
     print(f"\nmedian of {len(rows)} steps: step {s['step']:.2f}s = generate {s['generate']:.2f}s + "
           f"score {s['score']:.3f}s + train {s['train']:.2f}s; {result['median_tokens_per_s']:.1f} tok/s; "
-          f"peak RSS {peak_rss_mib:.0f} MiB")
+          f"peak RSS {peak_rss_mib:.0f} MiB" + (f", peak CUDA {result['peak_cuda_mib']:.0f} MiB" if "peak_cuda_mib" in result else "")
+          + f"; {result['precision']} ({result['precision_reason']})")
     print(json.dumps(result["machine"]))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

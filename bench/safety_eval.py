@@ -32,6 +32,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N prompts of each label (0 = all)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                    help="of the evaluation passes (auto: bf16 where this CPU runs it fast)")
     args = ap.parse_args()
 
     train_s = None
@@ -61,10 +63,11 @@ def main() -> None:
     results = {}
     for name, spec in (("base", tuned.base), ("tuned", str(run))):
         t0 = time.time()
-        loaded = LoadedTarget(resolve_target(spec), torch.device("cpu"))
+        loaded = LoadedTarget(resolve_target(spec), torch.device("cpu"), precision=args.precision)
         rows = evaluate(loaded, items, samples=1, max_new_tokens=args.max_new_tokens, temperature=0.0)
         results[name] = {"rows": rows, "summary": summarize(rows), "seconds": time.time() - t0}
         print(f"{name}: evaluated {len(rows)} prompts in {results[name]['seconds']:.0f}s", flush=True)
+        loaded_precision = loaded.precision.name
         del loaded
 
     def cell(name: str, group: str, key: str) -> float:
@@ -76,7 +79,8 @@ def main() -> None:
         f"Run: `{run.relative_to(ROOT) if run.is_relative_to(ROOT) else run}`"
         + (f", trained in {train_s / 60:.1f} min on this machine" if train_s else ""),
         f"Checkpoint: `{tuned.adapter.name if tuned.adapter else tuned.full}`; greedy decoding, "
-        f"{args.max_new_tokens} new tokens; refusal by the built-in detector.",
+        f"{args.max_new_tokens} new tokens; refusal by the built-in detector; evaluation in "
+        f"{loaded_precision} ({time.strftime('%H:%M UTC', time.gmtime())}).",
         "",
         "| | base | tuned |",
         "|---|---|---|",

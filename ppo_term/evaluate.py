@@ -6,6 +6,8 @@ or a checkpoint directory. Used by `ppo-term eval`, `compare`, `shift` and `expo
 
 from __future__ import annotations
 
+import contextlib
+
 import csv
 import json
 from dataclasses import dataclass
@@ -68,18 +70,25 @@ def resolve_target(spec: str) -> Target:
 class LoadedTarget:
     """The tuned model and a way to its base, for generation and per-token comparisons."""
 
-    def __init__(self, target: Target, device: torch.device):
+    def __init__(self, target: Target, device: torch.device, precision: str = "fp32"):
+        """`precision` as in a recipe (auto, fp32, bf16); fp32 by default, for exact comparisons."""
+        from ppo_term.engine.policy import cast_frozen_linears
+        from ppo_term.engine.precision import choose
         from ppo_term.models import load_causal_lm, load_tokenizer, resolve_model
 
         self.target, self.device = target, device
+        self.precision = choose(precision, device)
         base_path = resolve_model(target.base)
         self.tokenizer = load_tokenizer(base_path)
         self.base_ref = None
         if target.full is not None:
             self.model = load_causal_lm(str(target.full), device)
             self.base_ref = load_causal_lm(base_path, device)
+            cast_frozen_linears(self.model, self.precision.dtype)
+            cast_frozen_linears(self.base_ref, self.precision.dtype)
         else:
             lm = load_causal_lm(base_path, device)
+            cast_frozen_linears(lm, self.precision.dtype)
             if target.adapter is not None:
                 from peft import PeftModel
 
@@ -113,8 +122,10 @@ class LoadedTarget:
         texts = [chat_text(self.tokenizer, it.prompt, system_prompt) for it in items]
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         eos = eos_ids(self.tokenizer, self.lm)
-        out = self.model.generate(**sampling_kwargs(temperature, n=samples, enc=enc), max_new_tokens=max_new_tokens,
-                                  eos_token_id=eos, pad_token_id=self.tokenizer.pad_token_id)
+        with self.autocast():
+            out = self.model.generate(**sampling_kwargs(temperature, n=samples, enc=enc),
+                                      max_new_tokens=max_new_tokens, eos_token_id=eos,
+                                      pad_token_id=self.tokenizer.pad_token_id)
         return to_batch(self.tokenizer, items, enc, out, eos, samples, temperature if temperature > 0 else 1.0)
 
     @torch.no_grad()
@@ -123,10 +134,16 @@ class LoadedTarget:
         ids, att = batch.input_ids, batch.attention_mask
         pos = (att.cumsum(-1) - 1).clamp(min=0)
         P = batch.query_ids.shape[1]
-        tuned = self.model(input_ids=ids, attention_mask=att, position_ids=pos).logits[:, P - 1 : -1].float()
-        with self.base() as base:
-            ref = base(input_ids=ids, attention_mask=att, position_ids=pos).logits[:, P - 1 : -1].float()
+        with self.autocast():
+            tuned = self.model(input_ids=ids, attention_mask=att, position_ids=pos).logits[:, P - 1 : -1].float()
+            with self.base() as base:
+                ref = base(input_ids=ids, attention_mask=att, position_ids=pos).logits[:, P - 1 : -1].float()
         return tuned, ref
+
+    def autocast(self):
+        if self.precision.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.precision.dtype)
 
 
 def load_prompts(path: Path) -> list[PromptItem]:

@@ -47,9 +47,10 @@ def prob_of(trainer, word):
     """Mean probability, over the recipe's prompts, that the first response token is `word`."""
     tok = trainer.tokenizer
     texts = [chat_text(tok, item.prompt, None) for item in trainer.items]
-    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(trainer.device)
     pos = (enc.attention_mask.cumsum(-1) - 1).clamp(min=0)
-    logits = trainer.policy.lm(input_ids=enc.input_ids, attention_mask=enc.attention_mask, position_ids=pos).logits
+    with trainer.policy.autocast():
+        logits = trainer.policy.lm(input_ids=enc.input_ids, attention_mask=enc.attention_mask, position_ids=pos).logits
     return logits[:, -1].softmax(-1)[:, tok.convert_tokens_to_ids(word)].mean().item()
 
 

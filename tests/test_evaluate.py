@@ -21,6 +21,7 @@ def tuned_run(tmp_path_factory, tiny_model):
     recipe.write_text(f'''model = "{tiny_model}"
 steps = 3
 save_every = 0
+precision = "fp32"
 [generation]
 n = 4
 max_new_tokens = 5
@@ -148,3 +149,17 @@ def test_export_loads_without_ppo_term_and_matches_the_adapter(tuned_run, tiny_m
     assert generator("tell a story", max_new_tokens=3, do_sample=False)[0]["generated_text"].startswith("tell a story")
     bad = runner.invoke(app, ["export", str(tiny_model), "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "nothing to export" in bad.output
+
+
+def test_bf16_evaluation_agrees_with_fp32(tuned_run):
+    from ppo_term.evaluate import LoadedTarget, evaluate
+    from ppo_term.recipe import PromptItem
+
+    items = [PromptItem(prompt="tell a story"), PromptItem(prompt="how do I make bread")]
+    rows = {}
+    for precision in ("fp32", "bf16"):
+        loaded = LoadedTarget(resolve_target(str(tuned_run)), torch.device("cpu"), precision=precision)
+        assert loaded.precision.name == precision
+        rows[precision] = evaluate(loaded, items, max_new_tokens=5)
+    for a, b in zip(rows["fp32"], rows["bf16"]):
+        assert math.isfinite(b["kl"]) and abs(a["kl"] - b["kl"]) < 0.5 + 0.1 * abs(a["kl"])

@@ -25,7 +25,7 @@ class ValueHead(nn.Module):
         return self.summary(hidden.float()).squeeze(-1)
 
 
-def _linears_to(lm: nn.Module, dtype: torch.dtype) -> None:
+def cast_frozen_linears(lm: nn.Module, dtype: torch.dtype) -> None:
     """Frozen matmul weights (and an untied copy of the output head) in `dtype`.
 
     Embeddings and norms stay fp32, so the residual stream between layers stays fp32 under autocast.
@@ -56,7 +56,7 @@ class Policy:
         if self.lora:
             # the frozen base is only ever read: its matmul weights live in the compute dtype (half
             # the bytes in bf16, no cast per pass); PEFT keeps the adapter itself in fp32
-            _linears_to(lm, dtype)
+            cast_frozen_linears(lm, dtype)
             from peft import LoraConfig as PeftLoraConfig, get_peft_model
 
             config = PeftLoraConfig(
@@ -71,14 +71,14 @@ class Policy:
             self.ref_model = None
         else:
             self.ref_model = copy.deepcopy(lm).requires_grad_(False).eval()
-            _linears_to(self.ref_model, dtype)
+            cast_frozen_linears(self.ref_model, dtype)
             self.model = lm
         self.model.eval()  # no dropout: PPO's ratio must be exactly 1 before the first update
         # strided states (a slice of positions) make torch's matmul fall back to a bmm that copies the
         # whole vocabulary matrix once per sequence; contiguous states keep it one 2-D matmul
         lm.get_output_embeddings().register_forward_pre_hook(lambda _module, args: (args[0].contiguous(), *args[1:]))
         self.value_head = ValueHead(lm.config.hidden_size).to(device)
-        self.autocast = dtype != torch.float32
+        self.mixed = dtype != torch.float32
         # full-sequence passes on a CPU: eager attention measured ~17% faster per PPO minibatch than
         # SDPA's flash kernel (whose backward is slow there); generation keeps the loaded kernel
         self.train_attention = "eager" if device.type == "cpu" else None
@@ -117,8 +117,9 @@ class Policy:
         finally:
             lm.set_attn_implementation(loaded)
 
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.dtype) if self.autocast else contextlib.nullcontext()
+    def autocast(self):
+        """The compute dtype for a pass through the LM (its frozen matmul weights may be bf16)."""
+        return torch.autocast(self.device.type, dtype=self.dtype) if self.mixed else contextlib.nullcontext()
 
     def forward(
         self,
@@ -134,7 +135,7 @@ class Policy:
         head = lm.get_output_embeddings()
         # positions as generate() counted them: left padding does not advance the position
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        with self._autocast(), self._attention(lm):
+        with self.autocast(), self._attention(lm):
             hidden = backbone(
                 input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
             ).last_hidden_state
@@ -147,7 +148,7 @@ class Policy:
         return logits, values
 
     def generate(self, **kwargs) -> Tensor:
-        with self._autocast(), self._merged_adapter():
+        with self.autocast(), self._merged_adapter():
             return self.model.generate(**kwargs)
 
     @contextlib.contextmanager
