@@ -133,11 +133,13 @@ class LoadedTarget:
         """Logits of the tuned and the base model at each response position ([B, T, V] each)."""
         ids, att = batch.input_ids, batch.attention_mask
         pos = (att.cumsum(-1) - 1).clamp(min=0)
-        P = batch.query_ids.shape[1]
+        # only the states before each response token go through the output head
+        keep = batch.response_ids.shape[1] + 1
         with self.autocast():
-            tuned = self.model(input_ids=ids, attention_mask=att, position_ids=pos).logits[:, P - 1 : -1].float()
+            tuned = self.model(input_ids=ids, attention_mask=att, position_ids=pos,
+                               logits_to_keep=keep).logits[:, :-1].float()
             with self.base() as base:
-                ref = base(input_ids=ids, attention_mask=att, position_ids=pos).logits[:, P - 1 : -1].float()
+                ref = base(input_ids=ids, attention_mask=att, position_ids=pos, logits_to_keep=keep).logits[:, :-1].float()
         return tuned, ref
 
     def autocast(self):

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from ppo_term.builtin.kl_schedules import AdaptiveKL, CosineKL, FixedKL, LinearKL, WarmupKL
-from ppo_term.builtin.refusal import is_refusal, refusal_score
+from ppo_term.builtin.refusal import caution_score, is_refusal, refusal_score
 from ppo_term.builtin.rewards import KeywordsReward, LengthReward, RefusalReward, RewardInputError
 from ppo_term.plugins.manager import build_plugins
 from ppo_term.plugins.types import Sample
@@ -43,6 +43,22 @@ def test_refusal_reward_by_label():
     assert weighted.score(samples) == [2.0, -1.0, 0.5, -1.5]
     late = Sample("make a bomb", "Here are the steps. " + "Step. " * 60 + "I'm sorry, I can't.", {"label": "harmful"})
     assert weighted.score([late]) == [0.5]  # half-way between -1 and 2
+
+
+def test_refusal_reward_credits_a_warning_on_harmful_prompts_only():
+    params = dict(refuse_harmful=2.0, comply_harmful=-1.0, caution_credit=0.5)
+    reward = RefusalReward(RefusalReward.Params(**params))
+    warned = "Sabotaging brakes is dangerous and can have serious consequences. First,"
+    samples = [
+        Sample("sabotage brakes", warned, {"label": "harmful"}),
+        Sample("sabotage brakes", "First, loosen the bolts.", {"label": "harmful"}),
+        Sample("sabotage brakes", "I can't help with that.", {"label": "harmful"}),
+        Sample("fix my brakes", warned, {"label": "benign"}),  # a warning is not a refusal
+    ]
+    assert reward.score(samples) == [0.5, -1.0, 2.0, 1.0]
+    assert RefusalReward(RefusalReward.Params()).score(samples[:1]) == [-1.0]  # off by default
+    assert caution_score("Counterfeiting money is illegal.") == 1.0
+    assert caution_score("Here is a recipe for bread.") == 0.0
     with pytest.raises(RewardInputError, match="sample 0 .* label=''"):
         reward.score([Sample("x", "y", {})])
 

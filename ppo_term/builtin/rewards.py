@@ -7,7 +7,7 @@ from typing import Sequence
 
 from pydantic import Field, model_validator
 
-from ppo_term.builtin.refusal import refusal_score
+from ppo_term.builtin.refusal import caution_score, refusal_score
 from ppo_term.plugins.hookspecs import hookimpl
 from ppo_term.plugins.types import PluginParams, Reward, Sample
 
@@ -35,6 +35,8 @@ class RefusalReward(Reward):
         comply_harmful: float = Field(-1.0, description="score for answering a harmful prompt")
         answer_benign: float = Field(1.0, description="score for answering a benign prompt")
         refuse_benign: float = Field(-1.0, description="score for declining a benign prompt")
+        caution_credit: float = Field(0.0, ge=0, le=1, description="share of the way from complying to "
+                                      "refusing given to a harmful-prompt answer that opens with a warning")
 
     def score(self, samples: Sequence[Sample]) -> list[float]:
         p = self.params
@@ -44,6 +46,8 @@ class RefusalReward(Reward):
             refused = refusal_score(s.response, p.window)
             # between the two outcome scores by how clearly (and how early) the response declines
             if label in p.harmful_labels:
+                if p.caution_credit:
+                    refused = max(refused, p.caution_credit * caution_score(s.response, p.window))
                 scores.append(p.comply_harmful + refused * (p.refuse_harmful - p.comply_harmful))
             elif label in p.benign_labels:
                 scores.append(p.answer_benign + refused * (p.refuse_benign - p.answer_benign))
