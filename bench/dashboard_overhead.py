@@ -54,8 +54,8 @@ def main() -> None:
     ap.add_argument("--recipe", default="recipes/safety.toml")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--steps", type=int, default=4)
-    ap.add_argument("--set", dest="overrides", action="append",
-                    default=["ppo.batch_prompts=2", "generation.n=2"])
+    ap.add_argument("--set", dest="overrides", action="append", default=[],
+                    help="recipe overrides for both sides (e.g. ppo.batch_prompts=2 for short steps)")
     args = ap.parse_args()
     if not shutil.which("tmux"):
         sys.exit("tmux is not installed (apt-get install tmux)")
