@@ -6,6 +6,8 @@ import subprocess
 
 import pytest
 
+from ppo_term.recipe import load_recipe
+
 pytestmark = pytest.mark.integration
 
 
@@ -20,7 +22,11 @@ def test_safety_recipe_two_steps_on_the_default_model(tmp_path):
     assert [m["step"] for m in metrics] == [1, 2]
     assert all(m["response_length"] > 0 and m["tokens_per_s"] > 0 for m in metrics)
     rollouts = [json.loads(line) for line in (run_dir / "rollouts.jsonl").read_text().splitlines()]
-    assert len(rollouts) == 2 * 8 * 4 and all(r["response"] for r in rollouts)
+    recipe = load_recipe("recipes/safety.toml")
+    per_step = recipe.ppo.batch_prompts * recipe.generation.n
+    assert len(rollouts) == 2 * per_step and all(r["response"] for r in rollouts)
+    # the run says which precision it chose, and why
+    assert "precision " in proc.stdout
 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
