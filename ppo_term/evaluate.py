@@ -102,8 +102,6 @@ class LoadedTarget:
 
     def base(self):
         """Context manager yielding the base model (adapter off, or the separate base copy)."""
-        import contextlib
-
         if self.base_ref is not None:
             return contextlib.nullcontext(self.base_ref)
         if hasattr(self.model, "disable_adapter"):
