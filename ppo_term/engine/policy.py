@@ -26,7 +26,8 @@ class ValueHead(nn.Module):
 
 
 def cast_frozen_linears(lm: nn.Module, dtype: torch.dtype) -> None:
-    """Frozen matmul weights (and an untied copy of the output head) in `dtype`.
+    """Frozen matmul weights (and an untied copy of the output head) in `dtype`; the head gets
+    contiguous input.
 
     Embeddings and norms stay fp32, so the residual stream between layers stays fp32 under autocast.
     """
@@ -38,6 +39,10 @@ def cast_frozen_linears(lm: nn.Module, dtype: torch.dtype) -> None:
     for module in lm.modules():
         if isinstance(module, nn.Linear):
             module.to(dtype)
+    # fp32 states that are strided (a slice of positions) against a bf16 head make torch's matmul fall
+    # back to a bmm that copies the whole vocabulary matrix once per sequence; contiguous ones keep
+    # it one 2-D matmul
+    head.register_forward_pre_hook(lambda _module, args: (args[0].contiguous(), *args[1:]))
 
 
 class Policy:
@@ -74,9 +79,6 @@ class Policy:
             cast_frozen_linears(self.ref_model, dtype)
             self.model = lm
         self.model.eval()  # no dropout: PPO's ratio must be exactly 1 before the first update
-        # strided states (a slice of positions) make torch's matmul fall back to a bmm that copies the
-        # whole vocabulary matrix once per sequence; contiguous states keep it one 2-D matmul
-        lm.get_output_embeddings().register_forward_pre_hook(lambda _module, args: (args[0].contiguous(), *args[1:]))
         self.value_head = ValueHead(lm.config.hidden_size).to(device)
         self.mixed = dtype != torch.float32
         # full-sequence passes on a CPU: eager attention measured ~17% faster per PPO minibatch than
