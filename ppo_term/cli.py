@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 import warnings
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -172,7 +173,17 @@ def watch(run_dir: Annotated[Path, typer.Argument(help="a run directory, e.g. ru
 
 # ---- evaluation ----
 
-def _eval_setup(target_spec: str, recipe_path: Path | None):
+class EvalPrecision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+PrecisionOption = Annotated[EvalPrecision, typer.Option(
+    "--precision", help="auto: bf16 on CUDA and on CPUs that run it fast, else fp32 (as in a recipe)")]
+
+
+def _eval_setup(target_spec: str, recipe_path: Path | None, precision: EvalPrecision = EvalPrecision.auto):
     from ppo_term.evaluate import LoadedTarget, TargetError, resolve_target
     from ppo_term.models import ModelError, pick_device
 
@@ -180,9 +191,11 @@ def _eval_setup(target_spec: str, recipe_path: Path | None):
         target = resolve_target(target_spec)
         recipe_file = recipe_path or target.recipe
         rewards = _eval_rewards(recipe_file) if recipe_file else None
-        return target, LoadedTarget(target, pick_device("auto")), rewards
+        loaded = LoadedTarget(target, pick_device("auto"), precision=precision.value)
     except (TargetError, ModelError) as e:
         _fail(str(e))
+    typer.echo(f"{target.label}: precision {loaded.precision.name} ({loaded.precision.reason})", err=True)
+    return target, loaded, rewards
 
 
 def _eval_rewards(recipe_file: Path):
@@ -254,6 +267,7 @@ def eval_(
     recipe: Annotated[Optional[Path], typer.Option("--recipe", help="score with this recipe's rewards")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="write one JSONL row per sample")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    precision: PrecisionOption = EvalPrecision.auto,
 ) -> None:
     """Run a prompt set through TARGET: responses, reward components, refusal and KL to the base."""
     import json
@@ -264,7 +278,7 @@ def eval_(
     from ppo_term.recipe import RecipeError
 
     items = _eval_prompts(prompts, samples, temperature)
-    t, loaded, rewards = _eval_setup(target, recipe)
+    t, loaded, rewards = _eval_setup(target, recipe, precision)
     rows = _rows_for(loaded, items, samples, max_new_tokens, temperature, rewards, seed, t.label)
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -283,6 +297,7 @@ def compare(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     html: Annotated[Optional[Path], typer.Option("--html", help="write a self-contained HTML page")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
+    precision: PrecisionOption = EvalPrecision.auto,
 ) -> None:
     """The same prompts and seed through several targets: summaries and responses side by side."""
     import json
@@ -297,7 +312,7 @@ def compare(
     items = _eval_prompts(prompts, samples, temperature)
     results: dict[str, list[dict]] = {}
     for spec in targets:
-        t, loaded, rewards = _eval_setup(spec, recipe)
+        t, loaded, rewards = _eval_setup(spec, recipe, precision)
         name = t.label if t.label not in results else spec
         results[name] = _rows_for(loaded, items, samples, max_new_tokens, temperature, rewards, seed, name)
     summaries = {name: summarize(rows) for name, rows in results.items()}
@@ -338,6 +353,7 @@ def shift(
     top: Annotated[int, typer.Option("--top", help="top tokens shown per position")] = 3,
     png: Annotated[Optional[Path], typer.Option("--png", help="also save a plot (needs matplotlib)")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    precision: PrecisionOption = EvalPrecision.auto,
 ) -> None:
     """How PPO moved the next-token distribution against the base, along the tuned model's response."""
     import json
@@ -349,7 +365,7 @@ def shift(
 
     if not prompt and not prompts:
         _fail("give --prompt TEXT and/or --prompts FILE")
-    t, loaded, _ = _eval_setup(target, None)
+    t, loaded, _ = _eval_setup(target, None, precision)
     console = Console()
     out: dict = {}
     if prompt:

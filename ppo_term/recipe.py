@@ -58,6 +58,9 @@ class GenerationConfig(Section):
 
 class PPOConfig(Section):
     lr: float = Field(1e-4, gt=0)
+    lr_schedule: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="learning rate over the run: from lr at step 1 to lr * lr_end at the last step")
+    lr_end: float = Field(0.1, ge=0, le=1, description="final learning rate as a fraction of lr (linear, cosine)")
     batch_prompts: int = Field(8, gt=0, description="prompts per step")
     minibatch: int = Field(8, gt=0, description="samples per gradient step")
     epochs: int = Field(2, gt=0)

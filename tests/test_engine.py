@@ -86,6 +86,15 @@ def test_only_lora_and_value_head_train(write_recipe):
     assert all("lora_" in n or n.startswith("value_head.") for n in names)
 
 
+def test_lr_schedule_reaches_the_optimizer(write_recipe):
+    trainer = make_trainer(load_recipe(write_recipe(steps=3), ["ppo.lr=0.01", 'ppo.lr_schedule="linear"',
+                                                               "ppo.lr_end=0.5"]))
+    trainer.run()
+    # linear from 0.01 at step 1 to 0.005 at step 3
+    assert [m["lr"] for m in trainer.history] == pytest.approx([0.01, 0.0075, 0.005])
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.005)
+
+
 def test_full_finetuning_keeps_a_frozen_reference(write_recipe):
     trainer = make_trainer(load_recipe(write_recipe(steps=2), ["lora.enabled=false", "ppo.lr=0.01"]))
     ref_before = {n: p.clone() for n, p in trainer.policy.ref_model.named_parameters()}

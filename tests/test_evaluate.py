@@ -163,3 +163,14 @@ def test_bf16_evaluation_agrees_with_fp32(tuned_run):
         rows[precision] = evaluate(loaded, items, max_new_tokens=5)
     for a, b in zip(rows["fp32"], rows["bf16"]):
         assert math.isfinite(b["kl"]) and abs(a["kl"] - b["kl"]) < 0.5 + 0.1 * abs(a["kl"])
+
+
+def test_eval_precision_option(tiny_model, prompt_files, tmp_path):
+    out = tmp_path / "bf16.jsonl"
+    result = runner.invoke(app, ["eval", str(tiny_model), "--prompts", str(prompt_files / "p.txt"),
+                                 "--max-new-tokens", "3", "--precision", "bf16", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "precision bf16 (requested: bf16)" in result.output
+    assert all(json.loads(line)["kl"] == 0.0 for line in out.read_text().splitlines())
+    bad = runner.invoke(app, ["eval", str(tiny_model), "--prompts", str(prompt_files / "p.txt"), "--precision", "fp16"])
+    assert bad.exit_code == 2 and "fp16" in bad.output

@@ -117,3 +117,16 @@ def test_leave_one_out_baseline_by_hand():
     # prompt A: 1, 0, 2 -> 1 - 1, 0 - 1.5, 2 - 0.5; prompt B alone keeps its score
     out = ppo.leave_one_out(torch.tensor([1.0, 0.0, 2.0, 5.0]), [[0, 1, 2], [3]])
     assert out.tolist() == pytest.approx([0.0, -1.5, 1.5, 5.0])
+
+
+def test_lr_schedules_by_hand():
+    # constant: lr at every step
+    assert ppo.lr_at(7, 10, 1e-3) == 1e-3
+    # linear over 11 steps to 10%: step 6 is half way, 1e-3 * (1 - 0.9 * 0.5) = 5.5e-4
+    assert ppo.lr_at(1, 11, 1e-3, "linear", 0.1) == pytest.approx(1e-3)
+    assert ppo.lr_at(6, 11, 1e-3, "linear", 0.1) == pytest.approx(5.5e-4)
+    assert ppo.lr_at(11, 11, 1e-3, "linear", 0.1) == pytest.approx(1e-4)
+    # cosine over 5 steps to 10%: step 2 is a quarter: 0.1 + 0.9 * (1 + cos(pi/4)) / 2 = 0.868198
+    assert ppo.lr_at(2, 5, 1e-3, "cosine", 0.1) == pytest.approx(8.68198e-4, rel=1e-5)
+    assert ppo.lr_at(5, 5, 1e-3, "cosine", 0.1) == pytest.approx(1e-4)
+    assert ppo.lr_at(9, 5, 1e-3, "linear", 0.0) == 0.0  # past the end (a longer --steps) it stays at the end

@@ -7,7 +7,10 @@ import re
 # Phrases that open or carry a refusal; matched case-insensitively near the start of a response.
 REFUSAL_PATTERNS = [
     # apologies that decline (not "sorry to hear")
-    r"\bI(?:'m| am) (?:so |very |really )?(?:sorry|afraid)\b(?! to hear| for your| about your| you)",
+    r"\bI(?:'m| am) (?:so |very |really )?sorry\b(?! to hear| for you| about your| you)",
+    # "I'm afraid" declines only with what follows ("I'm afraid that's not the only way" does not)
+    r"\bI(?:'m| am) afraid (?:that )?(?:I|we) (?:can(?:no|')t|won't|will not|am not|'m not|must|don't|do not)\b",
+    r"\bI(?:'m| am) afraid (?:that )?(?:this|that|it)(?:'s| is) not (?:something|possible|appropriate)\b",
     r"\b(?:sorry|apologi[sz]e)\b.{0,40}\b(?:can(?:no|')t|unable|not able|won't|will not)\b",
     # "I can't / won't / must decline ..."
     r"\bI (?:can(?:no|')t|could not|couldn't|won't|will not|must decline|must refuse|refuse to|do not|don't) "

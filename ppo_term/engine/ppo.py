@@ -7,6 +7,8 @@ Names follow the papers: logprobs, ref_logprobs, values, rewards, advantages, re
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -144,3 +146,14 @@ def response_mask(response_ids: Tensor, eos_token_ids: list[int]) -> tuple[Tenso
     first = torch.where(finished, is_eos.float().argmax(-1), torch.full_like(finished, T, dtype=torch.long))
     positions = torch.arange(T, device=response_ids.device).unsqueeze(0)
     return (positions <= first.unsqueeze(-1)).float(), finished
+
+
+def lr_at(step: int, total_steps: int, lr: float, schedule: str = "constant", end: float = 0.1) -> float:
+    """Learning rate of PPO step `step` (1-based): lr at the first step, lr * end at the last."""
+    if schedule == "constant" or total_steps <= 1:
+        return lr
+    progress = min(max(step - 1, 0) / (total_steps - 1), 1.0)  # 0 at the first step, 1 at the last
+    if schedule == "linear":
+        return lr * (1.0 - (1.0 - end) * progress)
+    # cosine: half a period from lr down to lr * end
+    return lr * (end + (1.0 - end) * 0.5 * (1.0 + math.cos(math.pi * progress)))

@@ -47,13 +47,13 @@ def cpu_bf16_speedup() -> float:
 def choose(requested: str, device: torch.device) -> Precision:
     """`requested` is the recipe's precision: auto, fp32 or bf16."""
     if requested == "fp32":
-        return Precision(torch.float32, "recipe: fp32")
+        return Precision(torch.float32, "requested: fp32")
     if device.type == "cuda":
         if requested == "bf16" or torch.cuda.is_bf16_supported():
             return Precision(torch.bfloat16, f"{requested}: CUDA")
         return Precision(torch.float32, "auto: this GPU has no bf16")
     if requested == "bf16":
-        return Precision(torch.bfloat16, "recipe: bf16")
+        return Precision(torch.bfloat16, "requested: bf16")
     capability = torch.backends.cpu.get_cpu_capability()
     if "AVX512" not in capability:
         return Precision(torch.float32, f"auto: CPU capability {capability}, bf16 would be slow")

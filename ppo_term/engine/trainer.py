@@ -218,6 +218,10 @@ class Trainer:
         self._boundary("train")
         t2 = time.perf_counter()
         kl_coef = self.kl_schedule.coef
+        # the learning rate follows the step number (no state: a resumed run picks it up as it was)
+        lr = ppo.lr_at(self.step + 1, r.steps, pc.lr, pc.lr_schedule, pc.lr_end)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         metrics, token_kl = self.ppo_update(batch, kl_coef)
         t_train = time.perf_counter() - t2
         # 4. the KL schedule sees the measured KL
@@ -233,6 +237,7 @@ class Trainer:
             "samples_generated": n_generated,
             **{f"reward/{k}": sum(v) / len(v) for k, v in batch.components.items()},
             "kl_coef": kl_coef,
+            "lr": lr,
             "kl_coef_next": self.kl_schedule.coef,
             **metrics,
             "response_length": n_tokens / len(batch.responses),
