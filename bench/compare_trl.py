@@ -116,7 +116,13 @@ def main() -> None:
                  "--warmup", str(args.warmup), "--steps", str(args.steps), "--out", str(trl_out)], log)
             raw[variant]["trl"].append(json.loads(trl_out.read_text()))
 
-    result = {variant: summarize(r["ppo_term"], r["trl"]) for variant, r in raw.items()}
+    result = {variant: {**summarize(r["ppo_term"], r["trl"]), "measured": started} for variant, r in raw.items()}
+    # a variant not re-run this time keeps its earlier figures (each says when it was measured)
+    if args.json.exists():
+        earlier = json.loads(args.json.read_text())
+        for variant in ("lora", "full"):
+            if variant not in result and variant in earlier:
+                result[variant] = {"measured": earlier.get("meta", {}).get("date"), **earlier[variant]}
     trl_env = raw[args.variants[0]]["trl"][0].get("env", {})
     result["meta"] = {
         "date": started, "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

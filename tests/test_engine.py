@@ -104,6 +104,19 @@ def test_full_finetuning_keeps_a_frozen_reference(write_recipe):
     assert any(not torch.equal(w[n], ref_before[n]) for n in ref_before)
 
 
+def test_full_finetuning_with_the_fused_adamw(write_recipe, monkeypatch):
+    from ppo_term.engine import trainer as trainer_module
+
+    assert not trainer_module.use_fused_adam(2_000_000) and trainer_module.use_fused_adam(135_000_000)
+    monkeypatch.setattr(trainer_module, "FUSED_ADAM_MIN_PARAMS", 0)  # the tiny model counts as large
+    trainer = make_trainer(load_recipe(write_recipe(steps=2), ["lora.enabled=false", "ppo.lr=0.01"]))
+    assert trainer.optimizer.defaults["fused"]
+    before = {n: p.detach().clone() for n, p in trainer.policy.lm.named_parameters()}
+    trainer.run()
+    assert any(not torch.equal(p, before[n]) for n, p in trainer.policy.lm.named_parameters())
+    assert all(torch.isfinite(p).all() for p in trainer.policy.lm.parameters())
+
+
 def test_same_seed_same_run(write_recipe):
     def run():
         out = []
