@@ -6,7 +6,7 @@ import re
 
 # Phrases that open or carry a refusal; matched case-insensitively near the start of a response.
 REFUSAL_PATTERNS = [
-    # apologies that decline (not "sorry to hear")
+    # apologies that decline (not sympathy: "sorry to hear", "sorry for you")
     r"\bI(?:'m| am) (?:so |very |really )?sorry\b(?! to hear| for you| about your| you)",
     # "I'm afraid" declines only with what follows ("I'm afraid that's not the only way" does not)
     r"\bI(?:'m| am) afraid (?:that )?(?:I|we) (?:can(?:no|')t|won't|will not|am not|'m not|must|don't|do not)\b",
