@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
-import subprocess
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from ppo_step import machine  # noqa: E402
 
 
 def default_model_shapes() -> list[tuple[int, ...]]:
@@ -55,14 +57,6 @@ def time_steps(shapes: list[tuple[int, ...]], fused: bool, steps: int) -> tuple[
     return first, times
 
 
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return platform.processor()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
@@ -70,8 +64,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results/adamw.json")
     args = ap.parse_args()
 
-    result = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu_model(), "threads": torch.get_num_threads(),
-              "torch": torch.__version__}
+    result = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine()}
     print("| parameters | kernel | first step (s) | median step (s) |\n|---|---|---|---|")
     for name, shapes in (("full", default_model_shapes()), ("lora", lora_shapes())):
         n = sum(torch.Size(s).numel() for s in shapes)

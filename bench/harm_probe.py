@@ -40,7 +40,7 @@ def hidden_states(lm, tok, prompts: list[str]) -> torch.Tensor:
     return torch.stack(rows).float()
 
 
-def fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float = 1e-2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float = 1e-2) -> tuple[torch.Tensor, torch.Tensor]:
     """Standardised inputs; weights by L-BFGS on the mean log-loss plus l2 * |w|^2."""
     mu, sd = x.mean(0), x.std(0) + 1e-6
     z = (x - mu) / sd
@@ -55,7 +55,7 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float = 1e-2) -> tuple[to
         return loss
 
     opt.step(closure)
-    return w.detach() / sd, b.detach() - (mu / sd) @ w.detach(), mu
+    return w.detach() / sd, b.detach() - (mu / sd) @ w.detach()
 
 
 def roc_auc(scores: torch.Tensor, y: torch.Tensor) -> float:
@@ -98,7 +98,7 @@ def main() -> None:
     results = []
     print("| layer | accuracy | ROC AUC | unsafe caught at 10% of safe flagged |\n|---|---|---|---|")
     for layer in args.layers:
-        w, b, _ = fit_logistic(x_train[:, layer], y_train)
+        w, b = fit_logistic(x_train[:, layer], y_train)
         scores = x_test[:, layer] @ w + b
         row = {"layer": layer, "accuracy": float(((scores > 0).float() == y_test).float().mean()),
                "auc": roc_auc(scores, y_test), "recall_at_fpr10": recall_at_fpr(scores, y_test)}

@@ -26,6 +26,6 @@ def test_logistic_probe_separates_a_separable_set():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(40, 3, generator=g)
     y = (x[:, 0] - 0.5 * x[:, 2] > 0).float()
-    w, b, _ = fit_logistic(x * 10 + 3, y)  # scale and shift: the standardisation must undo them
+    w, b = fit_logistic(x * 10 + 3, y)  # scale and shift: the standardisation must undo them
     assert (((x * 10 + 3) @ w + b > 0).float() == y).float().mean() >= 0.95
     assert abs(w[1]) < abs(w[0])  # the irrelevant feature gets the smaller weight
