@@ -9,9 +9,11 @@ default model at the precision it picks, decode tokens/s at batch 1 and 16 and t
 PPO minibatch's forward + backward.
 
 Limits: a decode step reads every matmul weight once (the weight bytes at the compute dtype), so
-generation can do at most batch x bandwidth / weight_bytes tokens/s. A training token costs about
-4 x N FLOPs with LoRA (forward 2N, backward to the activations 2N; the frozen weights get no
-gradient), N = the matmul parameters it passes (the output head only on response tokens).
+generation can do at most batch x bandwidth / weight_bytes tokens/s; and each token costs 2 FLOPs
+per matmul weight, so at most peak_FLOPs / (2 N) tokens/s: the roofline is the lower of the two.
+A training token costs about 4 x N FLOPs with LoRA (forward 2N, backward to the activations 2N;
+the frozen weights get no gradient), N = the matmul parameters it passes (the output head only on
+response tokens).
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ def main() -> None:
     recipe = load_recipe(ROOT / "bench" / "compare_trl" / "recipe.toml")
     trainer = Trainer(recipe, progress=False)
     trainer.setup()
-    policy, dtype = trainer.policy, trainer.precision.dtype
+    policy = trainer.policy
     linears = [m for n, m in policy.lm.named_modules() if isinstance(m, torch.nn.Linear) and "lora_" not in n]
     weight_bytes = sum(m.weight.numel() * m.weight.element_size() for m in linears)
     head = policy.lm.get_output_embeddings().weight.numel()
@@ -96,10 +98,16 @@ def main() -> None:
             runs.append(out.mask.sum().item() / (time.perf_counter() - t0))
         measured = statistics.median(runs)
         limit = batch * bw["read_GBps"] * 1e9 / weight_bytes
+        # a token also costs 2 FLOPs per matmul weight, whatever the batch: the other ceiling
+        flop_limit = peak / (2 * (body_params + head))
+        roof = min(limit, flop_limit)
         result["generation"][f"batch_{batch}"] = {"tokens_per_s": measured, "bandwidth_limit_tokens_per_s": limit,
-                                                  "fraction_of_limit": measured / limit}
+                                                  "fraction_of_limit": measured / limit,
+                                                  "flop_limit_tokens_per_s": flop_limit,
+                                                  "roofline_tokens_per_s": roof, "fraction_of_roofline": measured / roof}
         print(f"generation batch {batch}: {measured:.0f} tok/s; bandwidth limit {limit:.0f} tok/s "
-              f"({100 * measured / limit:.0f}%)")
+              f"({100 * measured / limit:.0f}%), FLOP limit {flop_limit:.0f} tok/s; roofline "
+              f"{100 * measured / roof:.0f}%")
 
     # one PPO minibatch (4 samples, as the comparison runs it): forward + backward
     batch = generate(policy, trainer.tokenizer, items[:4], gen)

@@ -78,6 +78,8 @@ def main() -> None:
         "",
         f"Run: `{run.relative_to(ROOT) if run.is_relative_to(ROOT) else run}`"
         + (f", trained in {train_s / 60:.1f} min on this machine" if train_s else ""),
+        (f"Recipe: `{args.recipe}`" + "".join(f" `--set {o}`" for o in args.overrides) + "." if train_s
+         else "Recipe: the run's own `recipe.toml`."),
         f"Checkpoint: `{tuned.adapter.name if tuned.adapter else tuned.full}`; greedy decoding, "
         f"{args.max_new_tokens} new tokens; refusal by the built-in detector; evaluation in "
         f"{loaded_precision} ({time.strftime('%H:%M UTC', time.gmtime())}).",
@@ -104,8 +106,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "safety_eval.md").write_text("\n".join(lines) + "\n")
     (args.out / "safety_eval.json").write_text(json.dumps(
-        {"run": str(run), "train_seconds": train_s, "summaries": {k: v["summary"] for k, v in results.items()}},
-        indent=2))
+        {"run": str(run), "recipe": args.recipe, "overrides": args.overrides, "train_seconds": train_s,
+         "summaries": {k: v["summary"] for k, v in results.items()}}, indent=2))
     # the rows quote XSTest in full: they stay in the (git-ignored) run directory
     with (run / "xstest_eval_rows.jsonl").open("w") as f:
         for name, r in results.items():

@@ -274,8 +274,7 @@ def eval_(
 
     from rich.console import Console
 
-    from ppo_term.evaluate import load_prompts, summarize
-    from ppo_term.recipe import RecipeError
+    from ppo_term.evaluate import summarize
 
     items = _eval_prompts(prompts, samples, temperature)
     t, loaded, rewards = _eval_setup(target, recipe, precision)

@@ -18,6 +18,7 @@ import torch
 
 from ppo_term.builtin.refusal import refusal_score
 from ppo_term.engine import ppo
+from ppo_term.engine.decode import decode_weights
 from ppo_term.engine.rollout import Batch, chat_text, eos_ids, sampling_kwargs, to_batch
 from ppo_term.recipe import PromptItem, RecipeError
 
@@ -120,8 +121,9 @@ class LoadedTarget:
         texts = [chat_text(self.tokenizer, it.prompt, system_prompt) for it in items]
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         eos = eos_ids(self.tokenizer, self.lm)
-        with self.autocast():
-            out = self.model.generate(**sampling_kwargs(temperature, n=samples, enc=enc),
+        kwargs = sampling_kwargs(temperature, n=samples, enc=enc)
+        with self.autocast(), decode_weights(self.model, self.precision.dtype, len(kwargs["input_ids"])):
+            out = self.model.generate(**kwargs,
                                       max_new_tokens=max_new_tokens, eos_token_id=eos,
                                       pad_token_id=self.tokenizer.pad_token_id)
         return to_batch(self.tokenizer, items, enc, out, eos, samples, temperature if temperature > 0 else 1.0)

@@ -48,11 +48,20 @@ class GenerationConfig(Section):
     top_k: int = Field(0, ge=0, description="0 = off")
     system_prompt: str | None = Field(None, description="None keeps the chat template's default")
     stop: list[str] = Field([], description="strings that end a response early")
+    openings: list[str] = Field(
+        [], description="exploration: of each prompt's n candidates, opening_n start with each of these "
+        "words (the model writes the rest); PPO then learns on which prompts that opening pays")
+    opening_n: int = Field(1, gt=0, description="candidates per prompt and opening")
 
     @model_validator(mode="after")
-    def _min_le_max(self) -> "GenerationConfig":
+    def _consistent(self) -> "GenerationConfig":
         if self.min_new_tokens > self.max_new_tokens:
             raise ValueError("min_new_tokens must be <= max_new_tokens")
+        if len(self.openings) * self.opening_n >= self.n:
+            raise ValueError(f"openings ({len(self.openings)} x opening_n {self.opening_n}) must leave at least "
+                             f"one of the n={self.n} candidates free")
+        if any(not o.strip() for o in self.openings):
+            raise ValueError("an opening must not be empty")
         return self
 
 

@@ -3,9 +3,7 @@
 import ast
 import io
 import os
-import re
 import textwrap
-import threading
 import time
 import types
 from pathlib import Path

@@ -95,7 +95,7 @@ def test_generation_reads_merged_weights_equal_to_the_adapter_and_leaves_the_bas
     base = {n: p.detach().clone() for n, p in policy.lm.named_parameters() if "lora" not in n}
     with torch.no_grad():
         adapter = policy.model(input_ids=ids).logits
-        with policy._merged_adapter():
+        with policy.decode_weights(rows=1):
             merged = policy.model(input_ids=ids).logits
         after = policy.model(input_ids=ids).logits
         with policy.reference() as ref:
@@ -104,3 +104,31 @@ def test_generation_reads_merged_weights_equal_to_the_adapter_and_leaves_the_bas
     assert torch.equal(after, adapter)  # the adapter layers are back on
     assert not torch.allclose(reference, adapter, atol=1e-3)
     assert all(torch.equal(p, base[n]) for n, p in policy.lm.named_parameters() if "lora" not in n)
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_packed_decode_weights_match_autocast_and_are_removed_after(write_recipe, lora):
+    from ppo_term.engine.decode import can_pack
+
+    if not can_pack(CPU, torch.bfloat16):
+        pytest.skip("this CPU has no oneDNN bf16 matmul")
+    recipe = load_recipe(write_recipe(steps=1), ["precision=bf16", f"lora.enabled={str(lora).lower()}"])
+    policy = make_trainer(recipe).policy
+    torch.manual_seed(1)
+    for name, p in policy.model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.05)
+    ids = torch.tensor([[3, 4, 5, 6, 7, 8], [9, 10, 11, 12, 13, 14]])
+    linears = [m for m in policy.model.modules() if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad(), policy.autocast():
+        expected = policy.model(input_ids=ids).logits.float()
+        with policy.decode_weights(rows=2):
+            patched = [m for m in linears if "forward" in vars(m)]
+            packed = policy.model(input_ids=ids).logits.float()
+        again = policy.model(input_ids=ids).logits.float()
+    assert patched  # the packed matmuls really ran
+    assert not any("forward" in vars(m) for m in linears)  # and are gone
+    assert torch.equal(again, expected)
+    # the same bf16 products, summed in another order: bf16 rounding apart
+    assert (packed - expected).abs().max() < 0.05 * expected.abs().max()
+    assert packed.argmax(-1).eq(expected.argmax(-1)).float().mean() > 0.9

@@ -1,7 +1,6 @@
 """`ppo-term run` / `runs` end to end on the tiny model, and the run directory's guarantees."""
 
 import json
-import os
 import subprocess
 import sys
 

@@ -175,3 +175,14 @@ def test_watch_steers_a_headless_run_through_the_control_channel(write_recipe, t
     assert state["status"] == "stopped"
     commands = [e["command"] for e in read_jsonl(run_dir / "events.jsonl") if e["kind"] == "control"]
     assert commands[:3] == ["pause", "set_kl_coef", "stop"]
+
+
+def test_rollouts_show_a_given_opening_apart_from_what_the_model_wrote():
+    from ppo_term.tui.widgets.rollouts import response_text
+
+    opened = response_text({"response": "I'm sorry, but as a chatbot I can't", "opening": "I'm sorry, but"})
+    assert opened.plain == "I'm sorry, but as a chatbot I can't"
+    styled = [(span.start, span.end, str(span.style)) for span in opened.spans]
+    assert styled == [(0, len("I'm sorry, but"), "italic cyan")]
+    assert response_text({"response": "Sure, here it is", "opening": None}).spans == []
+    assert response_text({"response": "Sure, here it is"}).spans == []  # rows from before openings

@@ -9,12 +9,11 @@ import json
 import math
 from pathlib import Path
 
-import pytest
 from textual.app import App
 
 from ppo_term.plugins.types import Sample
 from ppo_term.runs import RunFollower
-from ppo_term.tui.app import DashboardApp, WatchApp
+from ppo_term.tui.app import WatchApp
 from ppo_term.tui.screens.rating import RatingScreen
 from ppo_term.tui.state import RunView
 from ppo_term.tui.widgets.header import header_text

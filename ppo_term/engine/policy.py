@@ -9,6 +9,7 @@ from typing import Iterator
 import torch
 from torch import Tensor, nn
 
+from ppo_term.engine.decode import decode_weights
 from ppo_term.recipe import LoraConfig
 
 
@@ -150,32 +151,10 @@ class Policy:
         return logits, values
 
     def generate(self, **kwargs) -> Tensor:
-        with self.autocast(), self._merged_adapter():
+        """generate() with the adapter merged into the weights (and them packed on a bf16 CPU)."""
+        with self.autocast(), self.decode_weights(len(kwargs["input_ids"])):
             return self.model.generate(**kwargs)
 
-    @contextlib.contextmanager
-    def _merged_adapter(self) -> Iterator[None]:
-        """Decode with W + BA in place of W and the adapter layers off: a decode step is many small
-        matmuls, and the adapter's two extra ones per projection cost ~20% of generation on a CPU.
-
-        The merged weights are new tensors (summed in fp32): the frozen base is never modified.
-        """
-        if not self.lora:
-            yield
-            return
-        from peft.tuners.lora import LoraLayer
-
-        adapter, swapped = self.model.active_adapter, []
-        with torch.no_grad():
-            for module in self.model.modules():
-                if isinstance(module, LoraLayer) and adapter in module.lora_A:
-                    base = module.get_base_layer()
-                    merged = base.weight.float() + module.get_delta_weight(adapter).float()
-                    swapped.append((base, base.weight))
-                    base.weight = nn.Parameter(merged.to(base.weight.dtype), requires_grad=False)
-        try:
-            with self.model.disable_adapter():
-                yield
-        finally:
-            for base, weight in swapped:
-                base.weight = weight
+    def decode_weights(self, rows: int):
+        """The weights decoding runs with: see `ppo_term.engine.decode`."""
+        return decode_weights(self.model, self.dtype, rows)

@@ -40,6 +40,11 @@ class Batch:
     temperature: float = 1.0  # the sampling temperature, for log-probs of the same distribution
     scores: Tensor | None = None  # [B] weighted sum of the rewards
     components: dict[str, list[float]] = field(default_factory=dict)
+    openings: list[str | None] = field(default_factory=list)  # the opening a sample was started with
+
+    def __post_init__(self) -> None:
+        if not self.openings:
+            self.openings = [None] * len(self.responses)
 
     @property
     def groups(self) -> list[list[int]]:
@@ -60,6 +65,7 @@ class Batch:
             temperature=self.temperature,
             scores=None if self.scores is None else self.scores[idx.cpu()],
             components={k: [v[i] for i in keep] for k, v in self.components.items()},
+            openings=[self.openings[i] for i in keep],
         )
 
     @property
@@ -97,21 +103,78 @@ def eos_ids(tokenizer, lm) -> list[int]:
 
 @torch.no_grad()
 def generate(policy: Policy, tokenizer, items: list[PromptItem], gen: GenerationConfig) -> Batch:
-    """n sampled candidates per prompt, with the adapter on, KV-cached, left-padded."""
+    """n sampled candidates per prompt, with the adapter on, KV-cached, left-padded.
+
+    With `gen.openings`, opening_n of each prompt's candidates start with each opening: one
+    generate() call per opening, the prompts followed by the opening's tokens, the opening counted
+    as the first tokens of the response (PPO trains on them like on any sampled token).
+    """
     texts = [chat_text(tokenizer, item.prompt, gen.system_prompt) for item in items]
     enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(policy.device)
+    free = gen.n - len(gen.openings) * gen.opening_n
+    parts = [_generate(policy, tokenizer, items, enc, gen, free, None)]
+    parts += [_generate(policy, tokenizer, items, enc, gen, gen.opening_n, o) for o in gen.openings]
+    return parts[0] if len(parts) == 1 else interleave(parts, len(items), tokenizer.pad_token_id)
+
+
+def _generate(policy: Policy, tokenizer, items: list[PromptItem], enc, gen: GenerationConfig, n: int,
+              opening: str | None) -> Batch:
     eos = eos_ids(tokenizer, policy.lm)
+    kwargs = sampling_kwargs(gen.temperature, gen.top_k, gen.top_p, n=n, enc=enc)
+    budget, floor = gen.max_new_tokens, gen.min_new_tokens
+    if opening is not None:
+        ids = tokenizer(opening, return_tensors="pt", add_special_tokens=False).input_ids.to(policy.device)
+        ids = ids[:, : budget - 1].expand(len(kwargs["input_ids"]), -1)
+        kwargs["input_ids"] = torch.cat([kwargs["input_ids"], ids], dim=1)
+        kwargs["attention_mask"] = torch.cat([kwargs["attention_mask"], torch.ones_like(ids)], dim=1)
+        budget, floor = budget - ids.shape[1], max(0, floor - ids.shape[1])
     out = policy.generate(
-        **sampling_kwargs(gen.temperature, gen.top_k, gen.top_p, n=gen.n, enc=enc),
-        max_new_tokens=gen.max_new_tokens,
-        min_new_tokens=gen.min_new_tokens,
+        **kwargs,
+        max_new_tokens=budget,
+        min_new_tokens=floor,
         eos_token_id=eos,
         pad_token_id=tokenizer.pad_token_id,
         **({"stopping_criteria": [StopOnStrings(tokenizer, gen.stop, enc.input_ids.shape[1])]} if gen.stop else {}),
     )
     # a sequence that stopped on a stop string is padded; padding ends it like an EOS would
     ends = eos if tokenizer.pad_token_id in eos else eos + [tokenizer.pad_token_id]
-    return to_batch(tokenizer, items, enc, out, ends, gen.n, gen.temperature)
+    # everything after the (shared) prompt is the response: the opening, then what the model wrote
+    batch = to_batch(tokenizer, items, enc, out, ends, n, gen.temperature)
+    batch.openings = [opening] * len(batch.responses)
+    return batch
+
+
+def interleave(parts: list[Batch], n_prompts: int, pad_id: int) -> Batch:
+    """One Batch from several over the same prompts: each prompt's candidates from every part,
+    adjacent; queries left-padded and responses right-padded to the widest."""
+    P = max(b.query_ids.shape[1] for b in parts)
+    T = max(b.response_ids.shape[1] for b in parts)
+    # each part holds its candidates prompt by prompt, the same number for every prompt
+    rows: list[tuple[Batch, int]] = []
+    for j in range(n_prompts):
+        for b in parts:
+            n = len(b.responses) // n_prompts
+            rows += [(b, i) for i in range(j * n, (j + 1) * n)]
+
+    def stack(get, width: int, left: bool, fill) -> Tensor:
+        out = []
+        for b, i in rows:
+            t = get(b)[i]
+            pad = t.new_full((width - t.shape[0],), fill)
+            out.append(torch.cat([pad, t]) if left else torch.cat([t, pad]))
+        return torch.stack(out)
+
+    return Batch(
+        items=[b.items[i] for b, i in rows],
+        query_ids=stack(lambda b: b.query_ids, P, True, pad_id),
+        query_mask=stack(lambda b: b.query_mask, P, True, 0),
+        response_ids=stack(lambda b: b.response_ids, T, False, pad_id),
+        mask=stack(lambda b: b.mask, T, False, 0),
+        finished=torch.stack([b.finished[i] for b, i in rows]),
+        responses=[b.responses[i] for b, i in rows],
+        temperature=parts[0].temperature,
+        openings=[b.openings[i] for b, i in rows],
+    )
 
 
 def to_batch(tokenizer, items: list[PromptItem], enc, out: Tensor, ends: list[int], n: int,

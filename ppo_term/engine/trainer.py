@@ -323,7 +323,9 @@ class Trainer:
                 stats.add(policy_loss=pg_loss.item(), value_loss=vf_loss.item(), entropy=entropy.item(),
                           clipfrac=clipfrac.item(), approx_kl=approx_kl.item(), vf_clipfrac=vf_clipfrac.item(),
                           grad_norm=grad_norm.item())
-        seq_kl = kl.sum(-1)
+        # KL as measured on the policy's own samples: a given opening was not drawn from it
+        sampled = torch.tensor([o is None for o in batch.openings], device=kl.device)
+        seq_kl = kl.sum(-1)[sampled]
         metrics = {
             "kl": float(seq_kl.mean()),
             **stats.means(),
@@ -346,6 +348,7 @@ class Trainer:
                 "kl": float(token_kl[i].sum()),
                 "length": n,
                 "finished": bool(batch.finished[i]),
+                "opening": batch.openings[i],
                 "tokens": [self.tokenizer.decode([t]) for t in ids],
                 "token_kl": [round(x, 4) for x in token_kl[i, :n].tolist()],
             })

@@ -1,4 +1,4 @@
-"""The latest rollouts: prompt, response start, reward (and components), KL."""
+"""The latest rollouts: prompt, response start (an opening it was given in italics), reward, KL."""
 
 from __future__ import annotations
 
@@ -11,6 +11,15 @@ from textual.widgets import DataTable
 def _short(text: str, n: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def response_text(sample: dict[str, Any], n: int = 60) -> Text:
+    """The response's start; an opening the sampler gave it (generation.openings) in italics."""
+    text = Text(_short(sample["response"], n))
+    opening = sample.get("opening")
+    if opening and text.plain.startswith(" ".join(opening.split())):
+        text.stylize("italic cyan", 0, len(" ".join(opening.split())))
+    return text
 
 
 class RolloutsTable(DataTable):
@@ -26,6 +35,6 @@ class RolloutsTable(DataTable):
         self.clear()
         for i, s in enumerate(samples):
             reward = Text(f"{s['reward']:+.2f}", style="green" if s["reward"] > 0 else "red")
-            self.add_row(reward, f"{s['kl']:.2f}", _short(s["prompt"], 30), _short(s["response"], 60), key=str(i))
+            self.add_row(reward, f"{s['kl']:.2f}", _short(s["prompt"], 30), response_text(s), key=str(i))
         if samples:
             self.move_cursor(row=min(row, len(samples) - 1))
