@@ -325,7 +325,7 @@ class Trainer:
                           grad_norm=grad_norm.item())
         # KL as measured on the policy's own samples: a given opening was not drawn from it
         sampled = torch.tensor([o is None for o in batch.openings], device=kl.device)
-        seq_kl = kl.sum(-1)[sampled]
+        seq_kl = kl.sum(-1)[sampled] if sampled.any() else kl.sum(-1)  # a sampler may keep only opened ones
         metrics = {
             "kl": float(seq_kl.mean()),
             **stats.means(),
