@@ -69,3 +69,17 @@ def test_ppo_learns_an_opening_the_reward_pays_for_faster_than_by_sampling(write
         assert m["kl"] == pytest.approx(sum(sampled) / len(sampled), abs=1e-5)
     assert any(m["kl"] != pytest.approx(sum(r["kl"] for r in step) / len(step), abs=1e-4)
                for step, m in zip(steps, metrics))
+
+
+def test_the_decode_weights_are_prepared_once_for_all_openings(write_recipe, monkeypatch):
+    from ppo_term.engine import decode
+
+    recipe = load_recipe(write_recipe(), ["generation.n=4", 'generation.openings=["yes", "no"]'])
+    trainer = make_trainer(recipe)
+    prepared = []
+    real = decode._effective_weights
+    monkeypatch.setattr(decode, "_effective_weights", lambda model: prepared.append(1) or real(model))
+    batch = generate(trainer.policy, trainer.tokenizer, trainer.items[:2], recipe.generation)
+    assert len(batch.responses) == 8 and batch.openings[:4] == [None, None, "yes", "no"]
+    assert len(prepared) == 1  # three generate() calls, one merge of the adapter
+    assert not trainer.policy.model._decode_weights_active

@@ -78,14 +78,16 @@ def decode_weights(model: nn.Module, dtype: torch.dtype, rows: int) -> Iterator[
     """Inside: the model decodes with merged (and, where `can_pack`, packed) weights.
 
     `rows` is the number of sequences decoded together: oneDNN picks the packed layout for it.
-    Without an adapter and without packing this does nothing.
+    Without an adapter and without packing this does nothing; inside another one for the same
+    model it does nothing either (the weights are prepared once for several generate() calls).
     """
     device = next(model.parameters()).device
     pack = can_pack(device, dtype)
     peft = _is_peft(model)
-    if not peft and not pack:
+    if (not peft and not pack) or getattr(model, "_decode_weights_active", False):
         yield
         return
+    model._decode_weights_active = True
     swapped: list[tuple[nn.Linear, Tensor]] = []
     patched: list[nn.Linear] = []
     try:
@@ -100,6 +102,7 @@ def decode_weights(model: nn.Module, dtype: torch.dtype, rows: int) -> Iterator[
         with model.disable_adapter() if peft else contextlib.nullcontext():
             yield
     finally:
+        model._decode_weights_active = False
         for linear, original in swapped:
             linear.weight = original
         for linear in patched:

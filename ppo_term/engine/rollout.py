@@ -103,17 +103,20 @@ def eos_ids(tokenizer, lm) -> list[int]:
 
 @torch.no_grad()
 def generate(policy: Policy, tokenizer, items: list[PromptItem], gen: GenerationConfig) -> Batch:
-    """n sampled candidates per prompt, with the adapter on, KV-cached, left-padded.
+    """n sampled candidates per prompt from the policy (adapter merged into the decode weights),
+    KV-cached, left-padded.
 
     With `gen.openings`, opening_n of each prompt's candidates start with each opening: one
-    generate() call per opening, the prompts followed by the opening's tokens, the opening counted
-    as the first tokens of the response (PPO trains on them like on any sampled token).
+    generate() call per opening (on weights prepared once), the prompts followed by the opening's
+    tokens, the opening counted as the first tokens of the response (PPO trains on them like on
+    any sampled token).
     """
     texts = [chat_text(tokenizer, item.prompt, gen.system_prompt) for item in items]
     enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(policy.device)
     free = gen.n - len(gen.openings) * gen.opening_n
-    parts = [_generate(policy, tokenizer, items, enc, gen, free, None)]
-    parts += [_generate(policy, tokenizer, items, enc, gen, gen.opening_n, o) for o in gen.openings]
+    with policy.decode_weights(len(items) * free):
+        parts = [_generate(policy, tokenizer, items, enc, gen, free, None)]
+        parts += [_generate(policy, tokenizer, items, enc, gen, gen.opening_n, o) for o in gen.openings]
     return parts[0] if len(parts) == 1 else interleave(parts, len(items), tokenizer.pad_token_id)
 
 
