@@ -117,6 +117,35 @@ def test_full_finetuning_with_the_fused_adamw(write_recipe, monkeypatch):
     assert all(torch.isfinite(p).all() for p in trainer.policy.lm.parameters())
 
 
+@pytest.mark.parametrize("fused", [False, True])
+def test_full_finetuning_without_clipping_steps_inside_backward(write_recipe, monkeypatch, fused):
+    """No clipping: each weight steps as its gradient is done, which is then freed; same update."""
+    from ppo_term.engine import trainer as trainer_module
+
+    if fused:
+        monkeypatch.setattr(trainer_module, "FUSED_ADAM_MIN_PARAMS", 0)
+
+    def run(max_grad_norm):
+        norms = []
+        trainer = make_trainer(
+            load_recipe(write_recipe(steps=2), ["lora.enabled=false", "ppo.lr=0.01", "ppo.epochs=2",
+                                                 f"ppo.max_grad_norm={max_grad_norm}"]),
+            listeners=[lambda e: e.kind == "metrics" and norms.append(e.data["grad_norm"])])
+        trainer.run()
+        return trainer, norms
+
+    inside, inside_norms = run("inf")
+    plain, plain_norms = run("1e30")  # a bound that never binds: the plain step, no clipping
+    assert inside.step_in_backward is not None and plain.step_in_backward is None
+    params = inside.policy.trainable_parameters()
+    assert all(p.grad is None for p in params)
+    # the optimizer keeps the state (checkpoints save it): a step per minibatch, 2 steps x 2 epochs x 2
+    assert all(int(inside.optimizer.state[p]["step"]) == 8 for p in params)
+    for (name, a), b in zip(inside.policy.named_trainable_parameters(), plain.policy.trainable_parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    assert inside_norms == pytest.approx(plain_norms, rel=1e-4) and max(inside_norms) > 0
+
+
 def test_same_seed_same_run(write_recipe):
     def run():
         out = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from ppo_term import monitor
 from ppo_term.engine import ppo, precision
 from ppo_term.engine.controls import Controls
 from ppo_term.engine.events import Event, Listener
+from ppo_term.engine.optim import StepInBackward
 from ppo_term.engine.policy import Policy
 from ppo_term.engine.rollout import Batch, BoundReward, bind_rewards, generate, score
 from ppo_term.plugins.types import KLSchedule, RunContext, Sampler
@@ -115,6 +117,9 @@ class Trainer:
         params = self.policy.trainable_parameters()
         self.optimizer = torch.optim.AdamW(params, lr=r.ppo.lr, weight_decay=0.0,
                                            fused=use_fused_adam(sum(p.numel() for p in params)))
+        # full fine-tuning with no clipping steps each weight inside backward(), freeing its gradient
+        in_backward = not r.lora.enabled and math.isinf(r.ppo.max_grad_norm)
+        self.step_in_backward = StepInBackward(self.optimizer) if in_backward else None
         run_path = self.run_dir.path if self.run_dir is not None else None
         for bound in self.rewards:
             bound.reward.context = RunContext(run_dir=run_path, rater=self.rater, emit=self.emit)
@@ -300,6 +305,9 @@ class Trainer:
         B = len(ids)
         stats = StepStats()
         params = self.policy.trainable_parameters()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.step_in_backward is not None:
+            self.step_in_backward.sync()
         for _ in range(pc.epochs):
             for idx in torch.randperm(B).split(pc.minibatch):
                 idx = idx.to(mask.device)
@@ -316,10 +324,14 @@ class Trainer:
                 )
                 vf_loss, vf_clipfrac = ppo.value_loss(new_values, values[idx], returns[idx], m, pc.cliprange_value)
                 loss = pg_loss + pc.vf_coef * vf_loss - pc.ent_coef * entropy
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, pc.max_grad_norm)
-                self.optimizer.step()
+                loss.backward()  # with step_in_backward, this also updates the weights
+                if self.step_in_backward is not None:
+                    grad_norm = self.step_in_backward.grad_norm()
+                else:
+                    grad_norm = torch.nn.utils.clip_grad_norm_(params, pc.max_grad_norm)
+                    self.optimizer.step()
+                    # free the gradients before the next forward (full fine-tuning: 4 bytes a weight)
+                    self.optimizer.zero_grad(set_to_none=True)
                 stats.add(policy_loss=pg_loss.item(), value_loss=vf_loss.item(), entropy=entropy.item(),
                           clipfrac=clipfrac.item(), approx_kl=approx_kl.item(), vf_clipfrac=vf_clipfrac.item(),
                           grad_norm=grad_norm.item())
