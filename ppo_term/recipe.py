@@ -131,6 +131,8 @@ class PromptItem(Section):
 class PromptsConfig(Section):
     items: list[str | dict[str, Any]] = []
     file: str | None = Field(None, description="JSONL (a 'prompt' field) or TXT, relative to the recipe")
+    stratify: str | None = Field(
+        None, description="a field of the prompts (e.g. 'label') whose values every batch mixes in proportion")
 
 
 class Recipe(Section):
@@ -169,6 +171,11 @@ class Recipe(Section):
             out.extend(load_prompt_file(base / self.prompts.file))
         if not out:
             raise RecipeError(where, "prompts", "at least one prompt is needed (prompts.items or prompts.file)")
+        field = self.prompts.stratify
+        missing = [i for i, item in enumerate(out) if field is not None and field not in item.metadata]
+        if missing:
+            raise RecipeError(where, "prompts.stratify", f"every prompt needs a '{field}' field to stratify by; "
+                              f"{len(missing)} of {len(out)} have none (the first: {out[missing[0]].prompt[:60]!r})")
         return out
 
 
@@ -331,5 +338,5 @@ def recipe_to_toml(recipe: Recipe, prompts_file: str | None = None) -> str:
 
     data = recipe.model_dump(mode="json", exclude_none=True)
     if prompts_file is not None:
-        data["prompts"] = {"file": prompts_file}
+        data["prompts"] = {"file": prompts_file} | {k: v for k, v in data["prompts"].items() if k not in ("file", "items")}
     return tomli_w.dumps(data)

@@ -107,3 +107,43 @@ def test_cli_reports_plugin_param_errors(write_recipe):
     p = write_recipe(rewards='[[rewards]]\nname = "keywords"\ninclude = ["yes"]\nbonuss = 2\n')
     result = CliRunner().invoke(app, ["run", str(p), "--headless"])
     assert result.exit_code == 2 and "rewards[0].bonuss" in result.output and "did you mean 'bonus'" in result.output
+
+
+def test_stratified_epoch_mixes_labels_in_every_batch():
+    import random
+
+    from ppo_term.engine.trainer import epoch_order
+    from ppo_term.recipe import PromptItem
+
+    # 4 harmful at (k + a) / 4 and 2 benign at (k + b) / 2: each half of the epoch holds 2 and 1
+    items = [PromptItem(prompt=f"p{i}", metadata={"label": "harmful" if i < 4 else "benign"}) for i in range(6)]
+    for seed in range(20):
+        order = epoch_order(items, random.Random(seed), "label")
+        assert sorted(order) == list(range(6))
+        taken = [items[i].metadata["label"] for i in reversed(order)]  # the trainer pops from the end
+        assert sorted(taken[:3]) == sorted(taken[3:]) == ["benign", "harmful", "harmful"]
+    # unstratified: the plain seeded shuffle, as before (resumed runs keep their order)
+    rng = random.Random(3)
+    expected = list(range(6))
+    rng.shuffle(expected)
+    assert epoch_order(items, random.Random(3)) == expected
+
+
+def test_stratify_needs_the_field_on_every_prompt(tmp_path):
+    (tmp_path / "p.jsonl").write_text('{"prompt": "a", "label": "benign"}\n{"prompt": "b"}\n')
+    (tmp_path / "r.toml").write_text('[prompts]\nfile = "p.jsonl"\nstratify = "label"\n')
+    with pytest.raises(RecipeError) as e:
+        load_recipe(tmp_path / "r.toml").prompt_items()
+    msg = str(e.value)
+    assert "r.toml" in msg and "prompts.stratify" in msg and "'label'" in msg and "'b'" in msg
+
+
+def test_run_directory_recipe_keeps_prompt_options(tmp_path):
+    import tomllib
+
+    from ppo_term.recipe import recipe_to_toml
+
+    (tmp_path / "r.toml").write_text('[prompts]\nitems = [{prompt = "a", label = "benign"}]\nstratify = "label"\n')
+    data = tomllib.loads(recipe_to_toml(load_recipe(tmp_path / "r.toml"), prompts_file="prompts.jsonl"))
+    # the prompts themselves go to the run's prompts.jsonl; how they are drawn stays in the recipe
+    assert data["prompts"] == {"file": "prompts.jsonl", "stratify": "label"}

@@ -198,8 +198,7 @@ class Trainer:
         out = []
         while len(out) < self.recipe.ppo.batch_prompts:
             if not self._order:
-                self._order = list(range(len(self.items)))
-                self.rng.shuffle(self._order)
+                self._order = epoch_order(self.items, self.rng, self.recipe.prompts.stratify)
             out.append(self.items[self._order.pop()])
         return out
 
@@ -396,6 +395,32 @@ class Trainer:
             "model_path": self.model_path,
         }
         (out / "trainer_state.json").write_text(json.dumps(state, indent=2))
+
+
+def epoch_order(items: list, rng: random.Random, stratify: str | None = None) -> list[int]:
+    """A shuffle of the item indices, consumed from the end (`list.pop()`).
+
+    With `stratify` (a metadata field), each value's items are shuffled apart and then spread
+    evenly through the epoch, so any run of consecutive prompts holds each value in proportion
+    (within one prompt): a batch of 6 from 140 harmful and 155 benign has 3 or 2 of either,
+    never 6 of one, and the policy is not pushed towards one side for steps at a time.
+    """
+    order = list(range(len(items)))
+    if stratify is None:
+        rng.shuffle(order)
+        return order
+    groups: dict[Any, list[int]] = {}
+    for i in order:
+        groups.setdefault(str(items[i].metadata[stratify]), []).append(i)
+    keyed: list[tuple[float, int]] = []
+    for value in sorted(groups):
+        members = groups[value]
+        rng.shuffle(members)
+        # the k-th of n members sits at (k + offset) / n of the way through the epoch
+        offset = rng.random()
+        keyed += [((k + offset) / len(members), i) for k, i in enumerate(members)]
+    keyed.sort(reverse=True)  # pop() takes the smallest position first
+    return [i for _, i in keyed]
 
 
 FUSED_ADAM_MIN_PARAMS = 20_000_000
