@@ -402,14 +402,14 @@ def epoch_order(items: list, rng: random.Random, stratify: str | None = None) ->
 
     With `stratify` (a metadata field), each value's items are shuffled apart and then spread
     evenly through the epoch, so any run of consecutive prompts holds each value in proportion
-    (within one prompt): a batch of 6 from 140 harmful and 155 benign has 3 or 2 of either,
-    never 6 of one, and the policy is not pushed towards one side for steps at a time.
+    (to about one prompt): a batch of 6 from 140 harmful and 155 benign has 2 or 3 harmful ones
+    where a plain shuffle gives 0 to 6, and the policy is not pushed one way for steps at a time.
     """
     order = list(range(len(items)))
     if stratify is None:
         rng.shuffle(order)
         return order
-    groups: dict[Any, list[int]] = {}
+    groups: dict[str, list[int]] = {}
     for i in order:
         groups.setdefault(str(items[i].metadata[stratify]), []).append(i)
     keyed: list[tuple[float, int]] = []
