@@ -172,10 +172,10 @@ class Recipe(Section):
         if not out:
             raise RecipeError(where, "prompts", "at least one prompt is needed (prompts.items or prompts.file)")
         field = self.prompts.stratify
-        missing = [i for i, item in enumerate(out) if field is not None and field not in item.metadata]
+        missing = [item for item in out if field not in item.metadata] if field is not None else []
         if missing:
             raise RecipeError(where, "prompts.stratify", f"every prompt needs a '{field}' field to stratify by; "
-                              f"{len(missing)} of {len(out)} have none (the first: {out[missing[0]].prompt[:60]!r})")
+                              f"{len(missing)} of {len(out)} have none (the first: {missing[0].prompt[:60]!r})")
         return out
 
 
