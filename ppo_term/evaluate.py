@@ -19,7 +19,8 @@ import torch
 from ppo_term.builtin.refusal import refusal_score
 from ppo_term.engine import ppo
 from ppo_term.engine.decode import decode_weights
-from ppo_term.engine.rollout import Batch, chat_text, eos_ids, sampling_kwargs, to_batch
+from ppo_term.engine.rollout import (Batch, candidates_cache, chat_text, eos_ids, prompt_cache, sampling_kwargs,
+                                     to_batch)
 from ppo_term.recipe import PromptItem, RecipeError
 
 
@@ -123,7 +124,9 @@ class LoadedTarget:
         eos = eos_ids(self.tokenizer, self.lm)
         kwargs = sampling_kwargs(temperature, n=samples, enc=enc)
         with self.autocast(), decode_weights(self.model, self.precision.dtype, len(kwargs["input_ids"])):
-            out = self.model.generate(**kwargs,
+            # several samples a prompt start from the prompt's cache, computed once
+            cache = prompt_cache(self, enc) if samples > 1 else None
+            out = self.model.generate(**kwargs, **candidates_cache(cache, self.lm, samples),
                                       max_new_tokens=max_new_tokens, eos_token_id=eos,
                                       pad_token_id=self.tokenizer.pad_token_id)
         return to_batch(self.tokenizer, items, enc, out, eos, samples, temperature if temperature > 0 else 1.0)

@@ -165,6 +165,23 @@ def test_bf16_evaluation_agrees_with_fp32(tuned_run):
         assert math.isfinite(b["kl"]) and abs(a["kl"] - b["kl"]) < 0.5 + 0.1 * abs(a["kl"])
 
 
+def test_samples_of_a_prompt_share_its_cache_and_come_out_the_same(tuned_run, monkeypatch):
+    from ppo_term import evaluate as ev
+    from ppo_term.recipe import PromptItem
+
+    items = [PromptItem(prompt="tell a story"), PromptItem(prompt="how do I make bread")]
+    loaded = ev.LoadedTarget(resolve_target(str(tuned_run)), torch.device("cpu"), precision="fp32")
+    caches = []
+    real = ev.prompt_cache
+    monkeypatch.setattr(ev, "prompt_cache", lambda *a: caches.append(real(*a)) or caches[-1])
+    shared = ev.evaluate(loaded, items, samples=3, max_new_tokens=5, temperature=1.0)
+    assert len(caches) == 1 and caches[0].get_seq_length() > 0  # one pass over the two prompts
+    monkeypatch.setattr(ev, "prompt_cache", lambda *a: None)
+    plain = ev.evaluate(loaded, items, samples=3, max_new_tokens=5, temperature=1.0)
+    assert [r["response"] for r in shared] == [r["response"] for r in plain]
+    assert [r["kl"] for r in shared] == pytest.approx([r["kl"] for r in plain], abs=1e-4)
+
+
 def test_eval_precision_option(tiny_model, prompt_files, tmp_path):
     out = tmp_path / "bf16.jsonl"
     result = runner.invoke(app, ["eval", str(tiny_model), "--prompts", str(prompt_files / "p.txt"),

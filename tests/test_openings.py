@@ -83,3 +83,38 @@ def test_the_decode_weights_are_prepared_once_for_all_openings(write_recipe, mon
     assert len(batch.responses) == 8 and batch.openings[:4] == [None, None, "yes", "no"]
     assert len(prepared) == 1  # three generate() calls, one merge of the adapter
     assert not trainer.policy.model._decode_weights_active
+
+
+@pytest.mark.parametrize("openings", [[], ["yes no"]])
+def test_each_prompt_is_run_once_for_all_its_candidates(write_recipe, openings):
+    import json
+
+    recipe = load_recipe(write_recipe(), ["generation.n=5", f"generation.openings={json.dumps(openings)}",
+                                          "generation.max_new_tokens=6"])
+    trainer = make_trainer(recipe)
+    items = trainer.items[:3]
+    embed = trainer.policy.lm.get_input_embeddings()
+    passes: list[int] = []  # tokens into the model, pass by pass
+    hook = embed.register_forward_hook(lambda m, args, out: passes.append(args[0].numel()))
+    batches, tokens = {}, {}
+    for share in (False, True):
+        passes.clear()
+        torch.manual_seed(0)
+        batches[share] = generate(trainer.policy, trainer.tokenizer, items, recipe.generation, share_prompts=share)
+        tokens[share] = passes[:]
+    hook.remove()
+    plain, shared = batches[False], batches[True]
+    # the same candidates, token for token, from the same random draws
+    assert torch.equal(plain.response_ids, shared.response_ids) and plain.responses == shared.responses
+    assert torch.equal(plain.query_ids, shared.query_ids) and torch.equal(plain.mask, shared.mask)
+    P = plain.query_ids.shape[1]
+    k = len(trainer.tokenizer("yes no", add_special_tokens=False).input_ids)
+    free = 5 - len(openings)
+    # unshared: every candidate's prompt goes through the model
+    assert tokens[False][0] == 3 * free * P
+    # shared: each prompt once (but its last token), then each candidate from its last prompt token
+    expected = [3 * (P - 1)] + [3 * free] * (len(tokens[True]) - 1)
+    if openings:  # the opened candidates start from the same cache: last prompt token + opening
+        first = tokens[True].index(3 * (1 + k))
+        expected[first:] = [3 * (1 + k)] + [3] * (len(tokens[True]) - first - 1)
+    assert tokens[True] == expected

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import inspect
 import math
 import time
 import warnings
@@ -102,7 +104,8 @@ def eos_ids(tokenizer, lm) -> list[int]:
 
 
 @torch.no_grad()
-def generate(policy: Policy, tokenizer, items: list[PromptItem], gen: GenerationConfig) -> Batch:
+def generate(policy: Policy, tokenizer, items: list[PromptItem], gen: GenerationConfig,
+             share_prompts: bool = True) -> Batch:
     """n sampled candidates per prompt from the policy (adapter merged into the decode weights),
     KV-cached, left-padded.
 
@@ -110,20 +113,54 @@ def generate(policy: Policy, tokenizer, items: list[PromptItem], gen: Generation
     generate() call per opening (on weights prepared once), the prompts followed by the opening's
     tokens, the opening counted as the first tokens of the response (PPO trains on them like on
     any sampled token).
+
+    With several candidates a prompt (`share_prompts`), each prompt is run through the model once
+    and its KV cache copied to its candidates, instead of once per candidate.
     """
     texts = [chat_text(tokenizer, item.prompt, gen.system_prompt) for item in items]
     enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(policy.device)
     free = gen.n - len(gen.openings) * gen.opening_n
     with policy.decode_weights(len(items) * free):
-        parts = [_generate(policy, tokenizer, items, enc, gen, free, None)]
-        parts += [_generate(policy, tokenizer, items, enc, gen, gen.opening_n, o) for o in gen.openings]
+        cache = prompt_cache(policy, enc) if share_prompts and gen.n > 1 else None
+        parts = [_generate(policy, tokenizer, items, enc, gen, free, None, cache)]
+        parts += [_generate(policy, tokenizer, items, enc, gen, gen.opening_n, o, cache) for o in gen.openings]
     return parts[0] if len(parts) == 1 else interleave(parts, len(items), tokenizer.pad_token_id)
 
 
+def prompt_cache(policy: Policy, enc):
+    """The KV cache of each prompt but its last token (generate() needs one token to start from),
+    with the weights generate() decodes with; None where a prompt is a single token. `policy` is
+    anything with the model, its LM and autocast (a Policy, or evaluate's LoadedTarget)."""
+    if enc.input_ids.shape[1] < 2:
+        return None
+    ids, mask = enc.input_ids[:, :-1], enc.attention_mask[:, :-1]
+    # positions as generate() counts them: left padding does not advance the position
+    position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    with policy.autocast():
+        out = policy.model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=True)
+    return out[cache_kwarg(policy.lm)]
+
+
+def candidates_cache(cache, lm, n: int) -> dict[str, Any]:
+    """generate()'s argument that starts each prompt's n candidates from its cache (a copy, which
+    generate() extends in place); nothing without a cache."""
+    if cache is None:
+        return {}
+    cache = copy.deepcopy(cache)
+    cache.batch_repeat_interleave(n)
+    return {cache_kwarg(lm): cache}
+
+
+def cache_kwarg(lm) -> str:
+    """The name of a model's KV cache argument (and output): `cache` from transformers 5.x on."""
+    return "cache" if "cache" in inspect.signature(type(lm).forward).parameters else "past_key_values"
+
+
 def _generate(policy: Policy, tokenizer, items: list[PromptItem], enc, gen: GenerationConfig, n: int,
-              opening: str | None) -> Batch:
+              opening: str | None, cache=None) -> Batch:
     eos = eos_ids(tokenizer, policy.lm)
     kwargs = sampling_kwargs(gen.temperature, gen.top_k, gen.top_p, n=n, enc=enc)
+    kwargs.update(candidates_cache(cache, policy.lm, n))
     budget, floor = gen.max_new_tokens, gen.min_new_tokens
     if opening is not None:
         ids = tokenizer(opening, return_tensors="pt", add_special_tokens=False).input_ids.to(policy.device)
