@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Generation with each prompt run once for all its candidates, against once per candidate.
+"""Each prompt run once for all its candidates, against once per candidate: in generation and
+in the training passes.
 
     python bench/prompt_cache.py [--rounds 5] [--json bench/results/prompt_cache.json]
 
@@ -10,6 +11,11 @@ training does) or runs every candidate's prompt through the model (`per candidat
 own way with num_return_sequences). Alternating within each round, the same prompts and random
 draws for both; medians over the rounds after one warm-up round. Also 16 prompts x 1 candidate
 (the TRL comparison's shape), where there is nothing to share and both ways must time the same.
+
+Then the training passes of a step (`Trainer.ppo_update`: old log-probs and values, reference
+log-probs, the PPO minibatches' forward and backward) on one rollout of the recipe, with
+`Policy.share_prompts` on (each distinct prompt of a pass once, its KV cache given to its rows)
+and off (every row's whole sequence), alternating the same way.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "prompt_cache.json")
     args = ap.parse_args()
 
-    from ppo_term.engine.rollout import generate
+    from ppo_term.engine.rollout import generate, score
     from ppo_term.engine.trainer import Trainer
     from ppo_term.recipe import load_recipe
 
@@ -66,6 +72,27 @@ def main() -> None:
                                  "ratio_shared": medians["shared"] / medians["per candidate"]}
         print(f"{label}: per candidate {medians['per candidate']:.2f} s, shared {medians['shared']:.2f} s "
               f"({medians['shared'] / medians['per candidate']:.2f}x)", flush=True)
+    # the training passes of one step, on one rollout
+    torch.manual_seed(0)
+    items = trainer.items[: recipe.ppo.batch_prompts]
+    batch = generate(policy, tokenizer, items, recipe.generation)
+    score(trainer.rewards, batch)
+    label = f"train passes, {recipe.ppo.batch_prompts} prompts x {recipe.generation.n}"
+    seconds = {"per candidate": [], "shared": []}
+    for r in range(args.rounds + 1):
+        for way, share in (("per candidate", False), ("shared", True)):
+            policy.share_prompts = share
+            t0 = time.perf_counter()
+            trainer.ppo_update(batch, recipe.kl.coef)
+            if r:
+                seconds[way].append(time.perf_counter() - t0)
+    policy.share_prompts = True
+    medians = {w: statistics.median(v) for w, v in seconds.items()}
+    result["work"][label] = {"seconds": seconds, "median_s": medians,
+                             "ratio_shared": medians["shared"] / medians["per candidate"],
+                             "prompt_tokens": batch.query_ids.shape[1], "response_tokens": batch.response_ids.shape[1]}
+    print(f"{label}: per candidate {medians['per candidate']:.2f} s, shared {medians['shared']:.2f} s "
+          f"({medians['shared'] / medians['per candidate']:.2f}x)", flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 from typing import Iterator
 
 import torch
@@ -85,6 +86,8 @@ class Policy:
         # full-sequence passes on a CPU: eager attention measured ~17% faster per PPO minibatch than
         # SDPA's flash kernel (whose backward is slow there); generation keeps the loaded kernel
         self.train_attention = "eager" if device.type == "cpu" else None
+        # training passes run each distinct prompt once and share its KV cache among its candidates
+        self.share_prompts = True
 
     @property
     def lm(self) -> nn.Module:
@@ -133,17 +136,39 @@ class Policy:
         temperature: float = 1.0,
         with_values: bool = True,
     ) -> tuple[Tensor, Tensor | None]:
-        """Logits for each response token (and values of the states before them) in one pass."""
+        """Logits for each response token (and values of the states before them) in one pass.
+
+        Rows that share a prompt (a prompt's candidates) run it through the model once: its KV
+        cache goes to each of them (gradients flow back through it), and only the responses run
+        per row. Same numbers as a pass over every full row, with far fewer tokens when a prompt
+        has several candidates.
+        """
         backbone = getattr(lm, lm.base_model_prefix)
         head = lm.get_output_embeddings()
         # positions as generate() counted them: left padding does not advance the position
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         with self.autocast(), self._attention(lm):
-            hidden = backbone(
-                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-            ).last_hidden_state
-            # the state before each response token predicts it
-            hidden = hidden[:, prompt_len - 1 : -1]
+            prompts = shared_prompts(input_ids, attention_mask, prompt_len) if self.share_prompts else None
+            if prompts is None:
+                hidden = backbone(
+                    input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+                ).last_hidden_state
+                # the state before each response token predicts it
+                hidden = hidden[:, prompt_len - 1 : -1]
+            else:
+                first, inverse = prompts
+                key = cache_kwarg(backbone)
+                # each distinct prompt but its last token once, its cache then given to every row of it
+                cache = backbone(
+                    input_ids=input_ids[first, : prompt_len - 1], attention_mask=attention_mask[first, : prompt_len - 1],
+                    position_ids=position_ids[first, : prompt_len - 1], use_cache=True,
+                )[key]
+                cache.batch_select_indices(inverse)
+                # the prompt's last token and the response but its last: the states that predict it
+                hidden = backbone(
+                    input_ids=input_ids[:, prompt_len - 1 : -1], attention_mask=attention_mask[:, :-1],
+                    position_ids=position_ids[:, prompt_len - 1 : -1], use_cache=True, **{key: cache},
+                ).last_hidden_state
             logits = head(hidden).float()
         if temperature != 1.0:
             logits = logits / temperature
@@ -158,3 +183,22 @@ class Policy:
     def decode_weights(self, rows: int):
         """The weights decoding runs with: see `ppo_term.engine.decode`."""
         return decode_weights(self.model, self.dtype, rows)
+
+
+def shared_prompts(input_ids: Tensor, attention_mask: Tensor, prompt_len: int) -> tuple[Tensor, Tensor] | None:
+    """(first row of each distinct prompt, each row's index into those), or None where no two rows
+    share a prompt (nothing to gain) or the prompt is a single token (no cache to share)."""
+    if prompt_len < 2:
+        return None
+    prompts = torch.cat([input_ids[:, :prompt_len], attention_mask[:, :prompt_len]], dim=1)
+    unique, inverse = torch.unique(prompts, dim=0, return_inverse=True)
+    if len(unique) == len(prompts):
+        return None
+    first = torch.full((len(unique),), len(prompts), dtype=torch.long, device=input_ids.device)
+    first.scatter_reduce_(0, inverse, torch.arange(len(prompts), device=input_ids.device), reduce="amin")
+    return first, inverse
+
+
+def cache_kwarg(lm: nn.Module) -> str:
+    """The name of a model's KV cache argument (and output): `cache` from transformers 5.x on."""
+    return "cache" if "cache" in inspect.signature(type(lm).forward).parameters else "past_key_values"

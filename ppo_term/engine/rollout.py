@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 import time
 import warnings
@@ -14,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ppo_term.engine.ppo import response_mask
-from ppo_term.engine.policy import Policy
+from ppo_term.engine.policy import Policy, cache_kwarg
 from ppo_term.plugins.types import Reward, Sample
 from ppo_term.recipe import GenerationConfig, PromptItem, Recipe, check_params
 
@@ -149,11 +148,6 @@ def candidates_cache(cache, lm, n: int) -> dict[str, Any]:
     cache = copy.deepcopy(cache)
     cache.batch_repeat_interleave(n)
     return {cache_kwarg(lm): cache}
-
-
-def cache_kwarg(lm) -> str:
-    """The name of a model's KV cache argument (and output): `cache` from transformers 5.x on."""
-    return "cache" if "cache" in inspect.signature(type(lm).forward).parameters else "past_key_values"
 
 
 def _generate(policy: Policy, tokenizer, items: list[PromptItem], enc, gen: GenerationConfig, n: int,
