@@ -7,7 +7,8 @@
 XSTest (`../shared/data/xstest/xstest_prompts.csv`, evaluation only) has 250 safe prompts (many
 sound dangerous) and 200 unsafe ones. Both models answer each greedily; the built-in refusal
 detector (precision 0.93 / recall 0.90 on XSTest's labelled completions) says which responses
-refuse. Writes bench/results/safety_eval.{md,json}; the per-prompt rows go to the run directory.
+refuse. Where the recipe keeps its best checkpoint by held-out evaluation (`[eval] keep_best`), that
+checkpoint is the tuned model and the last step's is evaluated beside it. Writes bench/results/safety_eval.{md,json}; the per-prompt rows go to the run directory.
 """
 
 from __future__ import annotations
@@ -59,9 +60,15 @@ def main() -> None:
         for it in items:
             by_label.setdefault(it.metadata["label"], []).append(it)
         items = [it for group in by_label.values() for it in group[: args.limit]]
-    tuned = resolve_target(str(run))
+    final = resolve_target(str(run))
+    # a recipe with [eval] keep_best hands over checkpoints/best (the step its held-out prompts scored
+    # best at): that is the tuned model; the last step's checkpoint is shown beside it
+    best = run / "checkpoints" / "best"
+    best = best if best.is_dir() else None
+    tuned = resolve_target(str(best)) if best else final
     results = {}
-    for name, spec in (("base", tuned.base), ("tuned", str(run))):
+    targets = [("base", final.base), ("tuned", str(best or run))] + ([("final", str(run))] if best else [])
+    for name, spec in targets:
         t0 = time.time()
         loaded = LoadedTarget(resolve_target(spec), torch.device("cpu"), precision=args.precision)
         rows = evaluate(loaded, items, samples=1, max_new_tokens=args.max_new_tokens, temperature=0.0)
@@ -73,6 +80,15 @@ def main() -> None:
     def cell(name: str, group: str, key: str) -> float:
         return results[name]["summary"][group][key]
 
+    def row(title: str, group: str, key: str, fmt: str) -> str:
+        return f"| {title} | " + " | ".join(format(cell(name, group, key), fmt) for name in results) + " |"
+
+    def step_of(target) -> int:
+        return json.loads((Path(target.adapter or target.full) / "trainer_state.json").read_text())["step"]
+
+    columns = ["base", f"tuned (best on the held-out prompts: step {step_of(tuned)})" if best else "tuned"]
+    columns += [f"final (step {step_of(final)})"] if best else []
+
     lines = [
         f"# Safety recipe on XSTest ({time.strftime('%Y-%m-%d')})",
         "",
@@ -80,18 +96,17 @@ def main() -> None:
         + (f", trained in {train_s / 60:.1f} min on this machine" if train_s else ""),
         (f"Recipe: `{args.recipe}`" + "".join(f" `--set {o}`" for o in args.overrides) + "." if train_s
          else "Recipe: the run's own `recipe.toml`."),
-        f"Checkpoint: `{tuned.adapter.name if tuned.adapter else tuned.full}`; greedy decoding, "
+        f"Checkpoint: `{(tuned.adapter or tuned.full).name}`; greedy decoding, "
         f"{args.max_new_tokens} new tokens; refusal by the built-in detector; evaluation in "
         f"{loaded_precision} ({time.strftime('%H:%M UTC', time.gmtime())}).",
         "",
-        "| | base | tuned |",
-        "|---|---|---|",
-        f"| refusal rate, unsafe prompts (n={cell('base', 'label=unsafe', 'n'):.0f}) | "
-        f"{cell('base', 'label=unsafe', 'refusal_rate'):.1%} | {cell('tuned', 'label=unsafe', 'refusal_rate'):.1%} |",
-        f"| refusal rate, safe prompts (n={cell('base', 'label=safe', 'n'):.0f}) | "
-        f"{cell('base', 'label=safe', 'refusal_rate'):.1%} | {cell('tuned', 'label=safe', 'refusal_rate'):.1%} |",
-        f"| mean KL to the base (nats per response) | {cell('base', 'all', 'kl'):.2f} | {cell('tuned', 'all', 'kl'):.2f} |",
-        f"| mean length (tokens) | {cell('base', 'all', 'length'):.1f} | {cell('tuned', 'all', 'length'):.1f} |",
+        "| | " + " | ".join(columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+        row(f"refusal rate, unsafe prompts (n={cell('base', 'label=unsafe', 'n'):.0f})", "label=unsafe",
+            "refusal_rate", ".1%"),
+        row(f"refusal rate, safe prompts (n={cell('base', 'label=safe', 'n'):.0f})", "label=safe", "refusal_rate", ".1%"),
+        row("mean KL to the base (nats per response)", "all", "kl", ".2f"),
+        row("mean length (tokens)", "all", "length", ".1f"),
         "",
         "## Samples (first of each kind where the two differ)",
         "",
@@ -107,6 +122,7 @@ def main() -> None:
     (args.out / "safety_eval.md").write_text("\n".join(lines) + "\n")
     (args.out / "safety_eval.json").write_text(json.dumps(
         {"run": str(run), "recipe": args.recipe, "overrides": args.overrides, "train_seconds": train_s,
+         "checkpoints": {"tuned": step_of(tuned), **({"final": step_of(final)} if best else {})},
          "summaries": {k: v["summary"] for k, v in results.items()}}, indent=2))
     # the rows quote XSTest in full: they stay in the (git-ignored) run directory
     with (run / "xstest_eval_rows.jsonl").open("w") as f:

@@ -70,8 +70,10 @@ def _run(recipe, run_dir: Path | None, headless: bool) -> int:
     trainer = Trainer(recipe, plugins=plugins)  # validates prompts, rewards and KL schedule first
     rd = RunDir(run_dir or new_run_dir(recipe.name))
     try:
-        rd.create(recipe_to_toml(recipe, prompts_file="prompts.jsonl"),
-                  [{"prompt": it.prompt, **it.metadata} for it in trainer.items], recipe.steps, recipe.model)
+        rows = lambda items: [{"prompt": it.prompt, **it.metadata} for it in items]  # noqa: E731
+        rd.create(recipe_to_toml(recipe, prompts_file="prompts.jsonl",
+                                 eval_file="eval_prompts.jsonl" if trainer.eval_items else None),
+                  rows(trainer.items), recipe.steps, recipe.model, eval_prompts=rows(trainer.eval_items))
     except FileExistsError as e:
         _fail(str(e))
     trainer.run_dir = rd

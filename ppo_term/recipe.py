@@ -135,6 +135,17 @@ class PromptsConfig(Section):
         None, description="a field of the prompts (e.g. 'label') whose values every batch mixes in proportion")
 
 
+class EvalConfig(Section):
+    """Held-out prompts answered greedily every few steps, scored by the recipe's rewards."""
+
+    items: list[str | dict[str, Any]] = []
+    file: str | None = Field(None, description="JSONL (a 'prompt' field) or TXT, relative to the recipe; "
+                             "prompts the run never trains on")
+    every: int = Field(10, ge=1, description="steps between evaluations (and one after the last step)")
+    max_new_tokens: int | None = Field(None, gt=0, description="None = generation.max_new_tokens")
+    keep_best: bool = Field(False, description="keep the checkpoint of the best mean eval reward as checkpoints/best")
+
+
 class Recipe(Section):
     name: str = "run"
     model: str = "smollm2-135m-instruct"
@@ -151,6 +162,7 @@ class Recipe(Section):
     kl: KLConfig = Field(default_factory=KLConfig)
     rewards: list[RewardSpec] = Field(default_factory=list)
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
 
     # where the recipe came from; relative prompt files resolve against it
     _source: Path | None = PrivateAttr(None)
@@ -162,13 +174,7 @@ class Recipe(Section):
     def prompt_items(self) -> list[PromptItem]:
         """The training prompts with their metadata, inline items first, then the file's."""
         where = str(self._source or "<recipe>")
-        out: list[PromptItem] = []
-        for i, item in enumerate(self.prompts.items):
-            raw = {"prompt": item} if isinstance(item, str) else item
-            out.append(_prompt_item(raw, where, f"prompts.items[{i}]"))
-        if self.prompts.file:
-            base = self._source.parent if self._source else Path.cwd()
-            out.extend(load_prompt_file(base / self.prompts.file))
+        out = self._items(self.prompts.items, self.prompts.file, "prompts")
         if not out:
             raise RecipeError(where, "prompts", "at least one prompt is needed (prompts.items or prompts.file)")
         field = self.prompts.stratify
@@ -176,6 +182,26 @@ class Recipe(Section):
         if missing:
             raise RecipeError(where, "prompts.stratify", f"every prompt needs a '{field}' field to stratify by; "
                               f"{len(missing)} of {len(out)} have none (the first: {missing[0].prompt[:60]!r})")
+        return out
+
+
+    def eval_items(self) -> list[PromptItem]:
+        """The held-out evaluation prompts ([eval]); none when the recipe has no [eval] prompts."""
+        out = self._items(self.eval.items, self.eval.file, "eval")
+        if self.eval.keep_best and not out:
+            raise RecipeError(str(self._source or "<recipe>"), "eval.keep_best",
+                              "needs evaluation prompts (eval.items or eval.file)")
+        return out
+
+    def _items(self, items: list, file: str | None, section: str) -> list[PromptItem]:
+        where = str(self._source or "<recipe>")
+        out: list[PromptItem] = []
+        for i, item in enumerate(items):
+            raw = {"prompt": item} if isinstance(item, str) else item
+            out.append(_prompt_item(raw, where, f"{section}.items[{i}]"))
+        if file:
+            base = self._source.parent if self._source else Path.cwd()
+            out.extend(load_prompt_file(base / file, f"{section}.file"))
         return out
 
 
@@ -187,10 +213,10 @@ def _prompt_item(raw: dict[str, Any], where: str, field: str) -> PromptItem:
     return PromptItem(prompt=raw["prompt"], metadata=meta)
 
 
-def load_prompt_file(path: Path) -> list[PromptItem]:
+def load_prompt_file(path: Path, field: str = "prompts.file") -> list[PromptItem]:
     """JSONL (a `prompt` field, other fields become metadata) or TXT (a prompt a line)."""
     if not path.is_file():
-        raise RecipeError(path, "prompts.file", "file not found")
+        raise RecipeError(path, field, "file not found")
     lines = path.read_text(encoding="utf-8").splitlines()
     items: list[PromptItem] = []
     for n, line in enumerate(lines, 1):
@@ -332,11 +358,12 @@ def check_params(model: type[BaseModel] | None, params: dict[str, Any], source: 
         raise RecipeError(source, f"{field}.{key}" if key else field, msg) from None
 
 
-def recipe_to_toml(recipe: Recipe, prompts_file: str | None = None) -> str:
+def recipe_to_toml(recipe: Recipe, prompts_file: str | None = None, eval_file: str | None = None) -> str:
     """The recipe as run, as TOML (for the run directory)."""
     import tomli_w
 
     data = recipe.model_dump(mode="json", exclude_none=True)
-    if prompts_file is not None:
-        data["prompts"] = {"file": prompts_file} | {k: v for k, v in data["prompts"].items() if k not in ("file", "items")}
+    for section, file in (("prompts", prompts_file), ("eval", eval_file)):
+        if file is not None:
+            data[section] = {"file": file} | {k: v for k, v in data[section].items() if k not in ("file", "items")}
     return tomli_w.dumps(data)

@@ -57,15 +57,18 @@ class RunDir:
         self.checkpoints = self.path / "checkpoints"
         self._files: dict[str, Any] = {}
 
-    def create(self, recipe_toml: str, prompts: list[dict[str, Any]], total_steps: int, model: str) -> None:
+    def create(self, recipe_toml: str, prompts: list[dict[str, Any]], total_steps: int, model: str,
+               eval_prompts: list[dict[str, Any]] | None = None) -> None:
         if (self.path / STATE).exists():
             raise FileExistsError(f"{self.path} already holds a run; choose another --run-dir")
         self.path.mkdir(parents=True, exist_ok=True)
         self.checkpoints.mkdir(exist_ok=True)
         (self.path / "recipe.toml").write_text(recipe_toml)
-        with (self.path / "prompts.jsonl").open("w") as f:
-            for row in prompts:
-                f.write(json.dumps(row) + "\n")
+        for name, rows in (("prompts.jsonl", prompts), ("eval_prompts.jsonl", eval_prompts)):
+            if rows:
+                with (self.path / name).open("w") as f:
+                    for row in rows:
+                        f.write(json.dumps(row) + "\n")
         self.write_state(status="running", pid=os.getpid(), started=time.time(), steps_done=0,
                          total_steps=total_steps, model=model)
 
@@ -108,15 +111,17 @@ class RunDir:
             self.append(EVENTS, {"kind": event.kind, "step": event.step, "time": event.time, **event.data})
 
     # ---- checkpoints ----
-    def write_checkpoint(self, step: int, write: Callable[[Path], None]) -> Path:
-        """`write(tmp_dir)` fills a temp dir that then becomes checkpoints/step-N atomically."""
+    def write_checkpoint(self, step: int, write: Callable[[Path], None], name: str | None = None) -> Path:
+        """`write(tmp_dir)` fills a temp dir that then becomes checkpoints/step-N (or
+        checkpoints/<name>) atomically."""
         self.checkpoints.mkdir(parents=True, exist_ok=True)
-        final = self.checkpoints / f"step-{step}"
-        tmp = Path(tempfile.mkdtemp(prefix=f".step-{step}-", dir=self.checkpoints))
+        name = name or f"step-{step}"
+        final = self.checkpoints / name
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=self.checkpoints))
         try:
             write(tmp)
             if final.exists():
-                old = final.with_name(f".old-step-{step}")
+                old = final.with_name(f".old-{name}")
                 os.replace(final, old)
                 os.replace(tmp, final)
                 shutil.rmtree(old, ignore_errors=True)

@@ -69,6 +69,9 @@ class Trainer:
         self.last_checkpoint: Path | None = None
         # validate everything that comes from the recipe before loading a model
         self.items = recipe.prompt_items()
+        self.eval_items = recipe.eval_items()
+        self.best_eval: float | None = None
+        self.best_checkpoint: Path | None = None
         self.rewards: list[BoundReward] = bind_rewards(recipe, self.plugins)
         self.kl_schedule = self._make_kl_schedule()
         self.sampler = self._make_sampler()
@@ -125,6 +128,11 @@ class Trainer:
             bound.reward.context = RunContext(run_dir=run_path, rater=self.rater, emit=self.emit)
             bound.reward.setup()
         self._order: list[int] = []
+        trained = {item.prompt for item in self.items}
+        overlap = sum(item.prompt in trained for item in self.eval_items)
+        if overlap:
+            self.emit("warning", message=f"{overlap} of the {len(self.eval_items)} eval prompts are also training "
+                      "prompts: the eval reward then measures memory as well as generalisation")
         self.emit("start", model=r.model, model_path=self.model_path, device=str(self.device),
                   precision=self.precision.name, precision_reason=self.precision.reason,
                   trainable_params=sum(p.numel() for p in self.policy.trainable_parameters()))
@@ -143,9 +151,13 @@ class Trainer:
             while self.step < r.steps:
                 if not self._boundary("generate"):
                     break
-                self.train_step()
+                metrics = self.train_step()
                 if r.save_every and self.step % r.save_every == 0 and self.step < r.steps:
                     self.save_checkpoint(reason="save_every")
+                held_out = metrics.get("eval/reward")
+                if r.eval.keep_best and held_out is not None and (self.best_eval is None or held_out > self.best_eval):
+                    self.best_eval = held_out
+                    self.best_checkpoint = self.save_checkpoint(reason="best", name="best")
             else:
                 status = "finished"
             if self.step > 0 and (self.last_checkpoint is None or self.last_checkpoint.name != f"step-{self.step}"):
@@ -234,6 +246,13 @@ class Trainer:
         if not self.kl_fixed:
             self.kl_schedule.update(self.step + 1, metrics["kl"], len(batch.responses))
         self.step += 1
+        # 5. every eval.every steps (and after the last), the held-out prompts, answered greedily
+        held_out: dict[str, float] = {}
+        if self.eval_items and (self.step % r.eval.every == 0 or self.step == r.steps):
+            self._set_phase("eval")
+            t3 = time.perf_counter()
+            held_out = self.evaluate_heldout()
+            held_out["time/eval"] = time.perf_counter() - t3
         n_tokens = int(batch.mask.sum().item())
         metrics = {
             "step": self.step,
@@ -254,6 +273,7 @@ class Trainer:
             **{f"time/reward/{k}": v for k, v in reward_seconds.items()},
             "time/step": time.perf_counter() - t0,
             "tokens_per_s": gen_tokens / max(t_gen, 1e-9),
+            **held_out,
         }
         self.history.append(metrics)
         self.emit("metrics", **metrics)
@@ -261,6 +281,38 @@ class Trainer:
         for message in self.monitor.new_warnings(self.history):
             self.emit("warning", message=message)
         return metrics
+
+    # ---- 5. held-out evaluation ----
+    @torch.no_grad()
+    def evaluate_heldout(self, chunk: int = 32) -> dict[str, float]:
+        """The [eval] prompts answered greedily by the policy and scored by the recipe's rewards
+        (not the interactive ones): mean reward, each component and the refusal rate (the built-in
+        detector), over all prompts and per `label`. Greedy decoding draws no random numbers, so
+        the training run goes on exactly as it would without it."""
+        from ppo_term.builtin.refusal import refusal_score
+
+        r = self.recipe
+        gen = r.generation.model_copy(update={
+            "n": 1, "openings": [], "temperature": 0.0,
+            "max_new_tokens": r.eval.max_new_tokens or r.generation.max_new_tokens,
+        })
+        rewards = [b for b in self.rewards if not getattr(b.reward, "interactive", False)]
+        rows: list[dict[str, Any]] = []
+        for i in range(0, len(self.eval_items), chunk):
+            batch = generate(self.policy, self.tokenizer, self.eval_items[i : i + chunk], gen)
+            score(rewards, batch, r.ppo.no_eos_penalty)
+            for j, (item, response) in enumerate(zip(batch.items, batch.responses)):
+                rows.append({"label": item.metadata.get("label"), "reward": float(batch.scores[j]),
+                             "refused": float(refusal_score(response) >= 0.5),
+                             **{f"reward/{k}": v[j] for k, v in batch.components.items()}})
+        out: dict[str, float] = {}
+        labels = sorted({str(row["label"]) for row in rows if row["label"] is not None})
+        for label in [None, *labels]:
+            group = [row for row in rows if label is None or str(row["label"]) == label]
+            prefix = "eval/" if label is None else f"eval/{label}/"
+            for key in [k for k in group[0] if k != "label"]:
+                out[prefix + ("refusal_rate" if key == "refused" else key)] = sum(g[key] for g in group) / len(group)
+        return out
 
     # ---- 3. the PPO update ----
     @torch.no_grad()
@@ -366,11 +418,13 @@ class Trainer:
         return rows
 
     # ---- checkpoints ----
-    def save_checkpoint(self, reason: str = "user") -> Path | None:
+    def save_checkpoint(self, reason: str = "user", name: str | None = None) -> Path | None:
+        """checkpoints/step-N (or checkpoints/<name>, which is not the run's latest checkpoint)."""
         if self.run_dir is None:
             return None
-        path = self.run_dir.write_checkpoint(self.step, self._write_checkpoint)
-        self.last_checkpoint = path
+        path = self.run_dir.write_checkpoint(self.step, self._write_checkpoint, name=name)
+        if name is None:
+            self.last_checkpoint = path
         self.emit("checkpoint", path=str(path), reason=reason)
         return path
 
@@ -393,6 +447,7 @@ class Trainer:
             "prompt_order": self._order,
             "optimizer": meta,
             "model_path": self.model_path,
+            "eval": {k: v for k, v in (self.history[-1] if self.history else {}).items() if k.startswith("eval/")},
         }
         (out / "trainer_state.json").write_text(json.dumps(state, indent=2))
 

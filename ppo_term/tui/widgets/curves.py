@@ -9,7 +9,7 @@ from ppo_term.tui.state import RunView
 # title -> the metric keys drawn in it ("reward/*" expands to each reward component);
 # a key ending in ">" is drawn against the right-hand axis (its own scale)
 PANELS = {
-    "reward": ["reward", "reward/*"],
+    "reward": ["reward", "reward/*", "eval/reward"],  # eval/reward: held-out prompts, greedy, every eval.every steps
     "KL | kl_coef": ["kl", "kl_coef>"],
     "policy | value loss": ["policy_loss", "value_loss>"],
     "entropy | length": ["entropy", "response_length>"],
