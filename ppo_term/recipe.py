@@ -52,14 +52,16 @@ class GenerationConfig(Section):
         [], description="exploration: of each prompt's n candidates, opening_n start with each of these "
         "words (the model writes the rest); PPO then learns on which prompts that opening pays")
     opening_n: int = Field(1, gt=0, description="candidates per prompt and opening")
+    greedy: bool = Field(False, description="one of each prompt's n candidates is its greedy answer (what a "
+                         "user sees), so PPO scores and trains that answer itself every step")
 
     @model_validator(mode="after")
     def _consistent(self) -> "GenerationConfig":
         if self.min_new_tokens > self.max_new_tokens:
             raise ValueError("min_new_tokens must be <= max_new_tokens")
-        if len(self.openings) * self.opening_n >= self.n:
-            raise ValueError(f"openings ({len(self.openings)} x opening_n {self.opening_n}) must leave at least "
-                             f"one of the n={self.n} candidates free")
+        if len(self.openings) * self.opening_n + self.greedy >= self.n:
+            given = f"openings ({len(self.openings)} x opening_n {self.opening_n})" + (" and greedy" if self.greedy else "")
+            raise ValueError(f"{given} must leave at least one of the n={self.n} candidates free")
         if any(not o.strip() for o in self.openings):
             raise ValueError("an opening must not be empty")
         return self

@@ -42,10 +42,18 @@ class Batch:
     scores: Tensor | None = None  # [B] weighted sum of the rewards
     components: dict[str, list[float]] = field(default_factory=dict)
     openings: list[str | None] = field(default_factory=list)  # the opening a sample was started with
+    greedy: list[bool] = field(default_factory=list)  # the prompt's greedy answer (generation.greedy)
 
     def __post_init__(self) -> None:
         if not self.openings:
             self.openings = [None] * len(self.responses)
+        if not self.greedy:
+            self.greedy = [False] * len(self.responses)
+
+    @property
+    def sampled(self) -> list[bool]:
+        """The samples drawn from the policy at its temperature (not opened, not greedy)."""
+        return [o is None and not g for o, g in zip(self.openings, self.greedy)]
 
     @property
     def groups(self) -> list[list[int]]:
@@ -67,6 +75,7 @@ class Batch:
             scores=None if self.scores is None else self.scores[idx.cpu()],
             components={k: [v[i] for i in keep] for k, v in self.components.items()},
             openings=[self.openings[i] for i in keep],
+            greedy=[self.greedy[i] for i in keep],
         )
 
     @property
@@ -113,16 +122,21 @@ def generate(policy: Policy, tokenizer, items: list[PromptItem], gen: Generation
     tokens, the opening counted as the first tokens of the response (PPO trains on them like on
     any sampled token).
 
+    With `gen.greedy`, the last candidate of each prompt is its greedy answer (one more generate()
+    call); PPO trains on it like on an opened one.
+
     With several candidates a prompt (`share_prompts`), each prompt is run through the model once
     and its KV cache copied to its candidates, instead of once per candidate.
     """
     texts = [chat_text(tokenizer, item.prompt, gen.system_prompt) for item in items]
     enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(policy.device)
-    free = gen.n - len(gen.openings) * gen.opening_n
+    free = gen.n - len(gen.openings) * gen.opening_n - gen.greedy
     with policy.decode_weights(len(items) * free):
         cache = prompt_cache(policy, enc) if share_prompts and gen.n > 1 else None
         parts = [_generate(policy, tokenizer, items, enc, gen, free, None, cache)]
         parts += [_generate(policy, tokenizer, items, enc, gen, gen.opening_n, o, cache) for o in gen.openings]
+        if gen.greedy:
+            parts.append(_generate(policy, tokenizer, items, enc, gen, 1, None, cache, greedy=True))
     return parts[0] if len(parts) == 1 else interleave(parts, len(items), tokenizer.pad_token_id)
 
 
@@ -151,9 +165,9 @@ def candidates_cache(cache, lm, n: int) -> dict[str, Any]:
 
 
 def _generate(policy: Policy, tokenizer, items: list[PromptItem], enc, gen: GenerationConfig, n: int,
-              opening: str | None, cache=None) -> Batch:
+              opening: str | None, cache=None, greedy: bool = False) -> Batch:
     eos = eos_ids(tokenizer, policy.lm)
-    kwargs = sampling_kwargs(gen.temperature, gen.top_k, gen.top_p, n=n, enc=enc)
+    kwargs = sampling_kwargs(0.0 if greedy else gen.temperature, gen.top_k, gen.top_p, n=n, enc=enc)
     kwargs.update(candidates_cache(cache, policy.lm, n))
     budget, floor = gen.max_new_tokens, gen.min_new_tokens
     if opening is not None:
@@ -175,6 +189,7 @@ def _generate(policy: Policy, tokenizer, items: list[PromptItem], enc, gen: Gene
     # everything after the (shared) prompt is the response: the opening, then what the model wrote
     batch = to_batch(tokenizer, items, enc, out, ends, n, gen.temperature)
     batch.openings = [opening] * len(batch.responses)
+    batch.greedy = [greedy] * len(batch.responses)
     return batch
 
 
@@ -208,6 +223,7 @@ def interleave(parts: list[Batch], n_prompts: int, pad_id: int) -> Batch:
         responses=[b.responses[i] for b, i in rows],
         temperature=parts[0].temperature,
         openings=[b.openings[i] for b, i in rows],
+        greedy=[b.greedy[i] for b, i in rows],
     )
 
 

@@ -293,7 +293,7 @@ class Trainer:
 
         r = self.recipe
         gen = r.generation.model_copy(update={
-            "n": 1, "openings": [], "temperature": 0.0,
+            "n": 1, "openings": [], "greedy": False, "temperature": 0.0,
             "max_new_tokens": r.eval.max_new_tokens or r.generation.max_new_tokens,
         })
         rewards = [b for b in self.rewards if not getattr(b.reward, "interactive", False)]
@@ -386,8 +386,8 @@ class Trainer:
                 stats.add(policy_loss=pg_loss.item(), value_loss=vf_loss.item(), entropy=entropy.item(),
                           clipfrac=clipfrac.item(), approx_kl=approx_kl.item(), vf_clipfrac=vf_clipfrac.item(),
                           grad_norm=grad_norm.item())
-        # KL as measured on the policy's own samples: a given opening was not drawn from it
-        sampled = torch.tensor([o is None for o in batch.openings], device=kl.device)
+        # KL as measured on the policy's own samples: a given opening, or a greedy answer, was not drawn from it
+        sampled = torch.tensor(batch.sampled, device=kl.device)
         seq_kl = kl.sum(-1)[sampled] if sampled.any() else kl.sum(-1)  # a sampler may keep only opened ones
         metrics = {
             "kl": float(seq_kl.mean()),
@@ -412,6 +412,7 @@ class Trainer:
                 "length": n,
                 "finished": bool(batch.finished[i]),
                 "opening": batch.openings[i],
+                "greedy": batch.greedy[i],
                 "tokens": [self.tokenizer.decode([t]) for t in ids],
                 "token_kl": [round(x, 4) for x in token_kl[i, :n].tolist()],
             })

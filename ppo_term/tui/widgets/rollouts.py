@@ -1,4 +1,5 @@
-"""The latest rollouts: prompt, response start (an opening it was given in italics), reward, KL."""
+"""The latest rollouts: prompt, response start (an opening it was given in italics, a greedy
+answer marked), reward, KL."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ def _short(text: str, n: int) -> str:
 
 
 def response_text(sample: dict[str, Any], n: int = 60) -> Text:
-    """The response's start; an opening the sampler gave it (generation.openings) in italics."""
+    """The response's start; an opening the sampler gave it (generation.openings) in italics, and
+    a prompt's greedy answer (generation.greedy) marked "=" in front."""
+    if sample.get("greedy"):
+        return Text("= ", style="bold magenta") + Text(_short(sample["response"], n - 2))
     text = Text(_short(sample["response"], n))
     opening = sample.get("opening")
     if opening and text.plain.startswith(" ".join(opening.split())):
