@@ -52,6 +52,11 @@ class HeadlessReporter:
                 f"len {d['response_length']:.0f} gen {d['time/generate']:.1f}s train {d['time/train']:.1f}s "
                 f"{d['tokens_per_s']:.0f} tok/s", highlight=False
             )
+            if "eval/reward" in d:  # [eval]: the held-out prompts' greedy answers
+                refused = " ".join(f"{k.split('/')[1]} {v:.0%}" for k, v in d.items()
+                                   if k.startswith("eval/") and k.endswith("/refusal_rate") and k.count("/") == 2)
+                self.console.print(f"      eval reward {d['eval/reward']:+.3f} refused {d['eval/refusal_rate']:.0%}"
+                                   + (f" ({refused})" if refused else "") + f" {d['time/eval']:.1f}s", highlight=False)
         elif event.kind == "start":
             self.console.print(f"model {d['model']} on {d['device']}, {d['trainable_params']:,} trainable parameters")
             if "precision" in d:

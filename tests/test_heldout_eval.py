@@ -77,3 +77,11 @@ def test_the_run_directory_keeps_the_eval_prompts_and_a_rerunnable_recipe(write_
     assert again.eval.file == "eval_prompts.jsonl" and [it.prompt for it in again.eval_items()] == [r["prompt"] for r in rows]
     assert (run_dir / "checkpoints" / "best").is_dir()
     assert "eval/reward" in list(read_jsonl(run_dir / "metrics.jsonl"))[-1]
+
+
+def test_headless_output_has_a_line_for_each_evaluation(write_recipe, tmp_path):
+    result = CliRunner().invoke(app, ["run", str(write_recipe(EVAL, steps=2)), "--headless",
+                                      "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "eval reward" in line]
+    assert len(lines) == 1 and "(benign " in lines[0] and " harmful " in lines[0], result.output
