@@ -3,6 +3,7 @@
 
     python bench/safety_eval.py                       # train (timed), then evaluate both
     python bench/safety_eval.py --run runs/safety-X   # evaluate an existing run only
+    python bench/safety_eval.py --run SOUP_DIR        # or a checkpoint, e.g. `ppo-term soup` output
 
 XSTest (`../shared/data/xstest/xstest_prompts.csv`, evaluation only) has 250 safe prompts (many
 sound dangerous) and 200 unsafe ones. Both models answer each greedily; the built-in refusal
@@ -24,10 +25,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def soup_line(path: Path) -> str | None:
+    """For a `ppo-term soup` checkpoint: its members and weights."""
+    if not (path / "soup.json").is_file():
+        return None
+    members = json.loads((path / "soup.json").read_text())["members"]
+    return "Soup (`ppo-term soup`) of: " + ", ".join(
+        f"`{Path(m['checkpoint']).parent.parent.name}/{Path(m['checkpoint']).name}` x {m['weight']:g}" for m in members) + "."
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", default="recipes/safety.toml")
-    ap.add_argument("--run", type=Path, help="evaluate this run instead of training a new one")
+    ap.add_argument("--run", type=Path, help="evaluate this run (or checkpoint) instead of training a new one")
     ap.add_argument("--xstest", type=Path, default=ROOT.parent / "shared/data/xstest/xstest_prompts.csv")
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N prompts of each label (0 = all)")
@@ -83,8 +93,9 @@ def main() -> None:
     def row(title: str, group: str, key: str, fmt: str) -> str:
         return f"| {title} | " + " | ".join(format(cell(name, group, key), fmt) for name in results) + " |"
 
-    def step_of(target) -> int:
-        return json.loads((Path(target.adapter or target.full) / "trainer_state.json").read_text())["step"]
+    def step_of(target) -> int | None:
+        state = Path(target.adapter or target.full) / "trainer_state.json"
+        return json.loads(state.read_text())["step"] if state.is_file() else None  # a soup has no step
 
     columns = ["base", f"tuned (best on the held-out prompts: step {step_of(tuned)})" if best else "tuned"]
     columns += [f"final (step {step_of(final)})"] if best else []
@@ -95,7 +106,7 @@ def main() -> None:
         f"Run: `{run.relative_to(ROOT) if run.is_relative_to(ROOT) else run}`"
         + (f", trained in {train_s / 60:.1f} min on this machine" if train_s else ""),
         (f"Recipe: `{args.recipe}`" + "".join(f" `--set {o}`" for o in args.overrides) + "." if train_s
-         else "Recipe: the run's own `recipe.toml`."),
+         else soup_line(run) or "Recipe: the run's own `recipe.toml`."),
         f"Checkpoint: `{(tuned.adapter or tuned.full).name}`; greedy decoding, "
         f"{args.max_new_tokens} new tokens; refusal by the built-in detector; evaluation in "
         f"{loaded_precision} ({time.strftime('%H:%M UTC', time.gmtime())}).",

@@ -427,6 +427,33 @@ def export(
     typer.echo(f"wrote {path} (load it with AutoModelForCausalLM.from_pretrained)")
 
 
+@app.command()
+def soup(
+    checkpoints: Annotated[list[str], typer.Argument(help="checkpoint or run directories (a run: its latest)")],
+    out: Annotated[Path, typer.Option("--out", help="folder for the averaged checkpoint")],
+    weights: Annotated[Optional[str], typer.Option(
+        "--weights", help="comma-separated, one per checkpoint (default: equal, summing to 1); "
+                          "a sum below 1 moves the soup towards the base")] = None,
+) -> None:
+    """Average the weights of several runs' checkpoints into one ("model soup"), as a checkpoint."""
+    from ppo_term.evaluate import TargetError
+    from ppo_term.models import ModelError
+    from ppo_term.soup import make_soup
+
+    parsed = None
+    if weights is not None:
+        try:
+            parsed = [float(w) for w in weights.split(",")]
+        except ValueError:
+            _fail(f"--weights: expected numbers separated by commas, got {weights!r}")
+    try:
+        path = make_soup(checkpoints, out, parsed)
+    except (TargetError, ModelError) as e:
+        _fail(str(e))
+    typer.echo(f"wrote {path} ({len(checkpoints)} checkpoints averaged; "
+               f"evaluate it with: ppo-term eval {path} --prompts FILE)")
+
+
 def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 

@@ -61,6 +61,11 @@ def resolve_target(spec: str) -> Target:
         if (path / "adapter_config.json").is_file():
             return Target(spec, state["model_path"], adapter=path, recipe=recipe)
         return Target(spec, state["model_path"], full=path, recipe=recipe)
+    if (path / "soup.json").is_file():  # `ppo-term soup` output: an adapter or a full model, and its base
+        base = json.loads((path / "soup.json").read_text())["base"]
+        if (path / "adapter_config.json").is_file():
+            return Target(spec, base, adapter=path)
+        return Target(spec, base, full=path)
     if (path / "adapter_config.json").is_file():
         config = json.loads((path / "adapter_config.json").read_text())
         return Target(spec, config["base_model_name_or_path"], adapter=path)
