@@ -94,8 +94,8 @@ def _soup_full(targets: list[Target], weights: list[float], out: Path) -> None:
     members = [(t.full, w) for t, w in zip(targets, weights)]
     if abs(rest) > 1e-9:  # the weights' shortfall (or excess) goes to the base
         members.append((resolve_model(targets[0].base), rest))
-    for path, w in members:
-        state = load_causal_lm(str(path), device).state_dict()
+    for i, (path, w) in enumerate(members):
+        state = model.state_dict() if i == 0 else load_causal_lm(str(path), device).state_dict()
         if set(state) != set(soup):
             raise TargetError(f"{path}: its weights do not match {targets[0].spec}'s")
         for k, v in state.items():
