@@ -19,8 +19,9 @@ import torch
 
 from ppo_term.evaluate import Target, TargetError, resolve_target
 
-# what a soup of plain LoRA adapters may differ in (everything else must agree)
-_LORA_FREE_FIELDS = {"r", "lora_alpha", "use_rslora", "rank_pattern", "alpha_pattern", "revision"}
+# what a soup of plain LoRA adapters may differ in (everything else must agree; the base is checked by name)
+_LORA_FREE_FIELDS = {"r", "lora_alpha", "use_rslora", "rank_pattern", "alpha_pattern", "revision",
+                     "base_model_name_or_path"}
 
 
 def _lora_scale(config: dict) -> float:
@@ -43,18 +44,16 @@ def _soup_adapters(targets: list[Target], weights: list[float], out: Path) -> No
 
     configs = [json.loads((t.adapter / "adapter_config.json").read_text()) for t in targets]
     first = configs[0]
-    for t, c in zip(targets[1:], configs[1:]):
-        if c.get("peft_type") != "LORA" or first.get("peft_type") != "LORA":
+    for t, c in zip(targets, configs):
+        if c.get("peft_type") != "LORA":
             raise TargetError(f"{t.spec}: only LoRA adapters can be souped (peft_type {c.get('peft_type')!r})")
+        if c.get("rank_pattern") or c.get("alpha_pattern") or c.get("use_dora") or c.get("modules_to_save"):
+            raise TargetError(f"{t.spec}: per-module ranks, DoRA and modules_to_save are not supported in a soup")
+    for t, c in zip(targets[1:], configs[1:]):
         for key in sorted((set(c) | set(first)) - _LORA_FREE_FIELDS):
-            if key == "base_model_name_or_path":
-                continue
             if _norm(c.get(key)) != _norm(first.get(key)):
                 raise TargetError(f"{t.spec}: adapter_config.json field {key!r} is {c.get(key)!r}, "
                                   f"but {targets[0].spec} has {first.get(key)!r}; soup members must match")
-    for t, c in zip(targets, configs):
-        if c.get("rank_pattern") or c.get("alpha_pattern") or c.get("use_dora") or c.get("modules_to_save"):
-            raise TargetError(f"{t.spec}: per-module ranks, DoRA and modules_to_save are not supported in a soup")
     tensors = [load_file(str(t.adapter / "adapter_model.safetensors")) for t in targets]
     keys = set(tensors[0])
     for t, d in zip(targets[1:], tensors[1:]):
