@@ -79,6 +79,7 @@ def summarize(pt_runs: list[dict], trl_runs: list[dict]) -> dict:
         "trl_peak_rss_mib": max(r["summary"]["peak_rss_mib"] for r in trl_runs),
         "ppo_term_precision": pt_runs[0]["precision"],
         "ppo_term_precision_reason": pt_runs[0]["precision_reason"],
+        "ppo_term_master_weights": pt_runs[0].get("master_weights"),
     }
     out["ratio_s_per_step"] = out["ppo_term_s_per_step"] / out["trl_s_per_step"]
     out["ratio_generate"] = out["ppo_term_generate_s"] / out["trl_generate_s"]

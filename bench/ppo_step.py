@@ -93,6 +93,8 @@ def main() -> None:
         **({"peak_cuda_mib": torch.cuda.max_memory_allocated() / 2**20} if trainer.device.type == "cuda" else {}),
         "precision": trainer.precision.name,
         "precision_reason": trainer.precision.reason,
+        "master_weights": trainer.master.name,
+        "master_weights_reason": trainer.master.reason,
         "steps": [{"gen_s": r["time/generate"], "score_s": r["time/score"], "train_s": r["time/train"],
                    "total_s": r["time/step"], "tokens_per_s": r["tokens_per_s"]} for r in rows],
     }
@@ -100,7 +102,8 @@ def main() -> None:
     print(f"\nmedian of {len(rows)} steps: step {s['step']:.2f}s = generate {s['generate']:.2f}s + "
           f"score {s['score']:.3f}s + train {s['train']:.2f}s; {result['median_tokens_per_s']:.1f} tok/s; "
           f"peak RSS {peak_rss_mib:.0f} MiB" + (f", peak CUDA {result['peak_cuda_mib']:.0f} MiB" if "peak_cuda_mib" in result else "")
-          + f"; {result['precision']} ({result['precision_reason']})")
+          + f"; {result['precision']} ({result['precision_reason']}); trained weights "
+          f"{result['master_weights']} ({result['master_weights_reason']})")
     print(json.dumps(result["machine"]))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -186,8 +186,8 @@ def evaluate(loaded: LoadedTarget, items: list[PromptItem], samples: int = 1, ma
             score(rewards, batch)
         tuned, ref = loaded.token_logits(batch)
         t = temperature if temperature > 0 else 1.0
-        lp = ppo.logprobs_from_logits(tuned / t, batch.response_ids)
-        ref_lp = ppo.logprobs_from_logits(ref / t, batch.response_ids)
+        lp = ppo.logprobs_from_logits(tuned, batch.response_ids, t)
+        ref_lp = ppo.logprobs_from_logits(ref, batch.response_ids, t)
         kl = ((lp - ref_lp) * batch.mask).sum(-1)
         for j, (item, response) in enumerate(zip(batch.items, batch.responses)):
             row = {"prompt": item.prompt, **item.metadata, "response": response,

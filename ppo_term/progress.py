@@ -61,6 +61,9 @@ class HeadlessReporter:
             self.console.print(f"model {d['model']} on {d['device']}, {d['trainable_params']:,} trainable parameters")
             if "precision" in d:
                 self.console.print(f"precision {d['precision']} ({d['precision_reason']})", highlight=False)
+            if "master_weights" in d and d["master_weights"] != "fp32":
+                self.console.print(f"trained weights {d['master_weights']} ({d['master_weights_reason']})",
+                                   highlight=False)
         elif event.kind == "checkpoint":
             self.console.print(f"[green]checkpoint[/] {d['path']} ({d['reason']})")
         elif event.kind == "control":

@@ -157,6 +157,10 @@ class Recipe(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="compute dtype; auto = bf16 on CUDA and on CPUs where a bf16 matmul measures faster")
+    master_weights: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="dtype of the trained weights and AdamW's moments in full fine-tuning; bf16 rounds "
+        "updates stochastically and takes half the memory; auto = bf16 when the compute dtype is bf16 and its "
+        "compiled update builds here; a LoRA adapter is always fp32")
     lora: LoraConfig = Field(default_factory=LoraConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)

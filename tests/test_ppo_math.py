@@ -106,6 +106,33 @@ def test_logprobs_and_entropy_by_hand():
     assert ppo.entropy_from_logits(logits).item() == pytest.approx(-(0.5 * math.log(0.5) + 0.5 * math.log(0.25)))
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_chunked_logprobs_and_entropy_match_a_plain_log_softmax(monkeypatch, temperature):
+    monkeypatch.setattr(ppo, "CHUNK", 3)  # 8 positions: chunks of 3, 3 and 2
+    gen = torch.Generator().manual_seed(0)
+    logits = (3 * torch.randn(2, 4, 11, generator=gen)).requires_grad_()
+    tokens = torch.randint(0, 11, (2, 4), generator=gen)
+    weights = torch.randn(2, 4, generator=gen)
+    plain = torch.log_softmax(logits / temperature, -1)
+    expected = plain.gather(-1, tokens[..., None]).squeeze(-1)
+    got = ppo.logprobs_from_logits(logits, tokens, temperature)
+    torch.testing.assert_close(got, expected)
+    (want,) = torch.autograd.grad((expected * weights).sum(), logits)
+    (have,) = torch.autograd.grad((got * weights).sum(), logits)
+    torch.testing.assert_close(have, want)
+    with torch.no_grad():
+        torch.testing.assert_close(ppo.entropy_from_logits(logits, temperature), -(plain.exp() * plain).sum(-1))
+    # with grad (an entropy bonus in the loss) it is differentiable
+    assert ppo.entropy_from_logits(logits, temperature).sum().requires_grad
+
+
+def test_logprobs_gradient_by_hand():
+    # logits log(0.5, 0.25, 0.25), token 1: d logprob / d logit = onehot - softmax = (-0.5, 0.75, -0.25)
+    logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25]]])).requires_grad_()
+    ppo.logprobs_from_logits(logits, torch.tensor([[1]])).sum().backward()
+    assert logits.grad.flatten().tolist() == pytest.approx([-0.5, 0.75, -0.25])
+
+
 def test_response_mask_stops_after_first_eos():
     ids = torch.tensor([[5, 2, 7, 2], [5, 6, 7, 8]])
     mask, finished = ppo.response_mask(ids, [2])

@@ -22,9 +22,20 @@ def test_auto_on_an_avx2_cpu_is_fp32_without_measuring(monkeypatch):
     assert chosen.dtype == torch.float32 and "AVX2" in chosen.reason
 
 
-@pytest.mark.parametrize("speedup, expected", [(2.1, torch.bfloat16), (1.1, torch.float32)])
-def test_auto_on_an_avx512_cpu_follows_the_measurement(monkeypatch, speedup, expected):
+@pytest.mark.parametrize("flags", [{"avx512f", "avx512_bf16"}, {"amx_bf16", "avx512f"}])
+def test_auto_on_a_cpu_with_bf16_dot_products_is_bf16_without_measuring(monkeypatch, flags):
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.setattr(precision, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: pytest.fail("should not measure"))
+    chosen = precision.choose("auto", CPU)
+    assert chosen.dtype == torch.bfloat16 and "bf16" in chosen.reason
+
+
+@pytest.mark.parametrize("flags", [{"avx512f"}, None])  # AVX-512 without BF16, or no /proc/cpuinfo
+@pytest.mark.parametrize("speedup, expected", [(2.1, torch.bfloat16), (1.1, torch.float32)])
+def test_auto_on_an_avx512_cpu_follows_the_measurement(monkeypatch, speedup, expected, flags):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.setattr(precision, "cpu_flags", lambda: flags)
     monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: speedup)
     chosen = precision.choose("auto", CPU)
     assert chosen.dtype == expected and f"{speedup:.1f}x" in chosen.reason
@@ -73,7 +84,8 @@ def test_bf16_old_logprobs_match_the_update_pass(write_recipe):
 
 def test_bf16_full_fine_tuning_keeps_fp32_master_weights_and_a_bf16_reference(write_recipe):
     recipe = load_recipe(write_recipe(steps=1, rewards='[[rewards]]\nname = "yes-fraction"\n'),
-                         ["precision=bf16", "lora.enabled=false", "ppo.lr=0.01", "generation.n=4"])
+                         ["precision=bf16", "master_weights=fp32", "lora.enabled=false", "ppo.lr=0.01",
+                          "generation.n=4"])
     trainer = make_trainer(recipe, YesReward)
     assert all(p.dtype == torch.float32 for p in trainer.policy.trainable_parameters())
     ref_linears = [m.weight for m in trainer.policy.ref_model.modules() if isinstance(m, torch.nn.Linear)]

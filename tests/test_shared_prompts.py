@@ -51,9 +51,9 @@ def test_shared_prompt_passes_give_the_same_logprobs_values_and_gradients(write_
         passes: list[int] = []
         hooks = [lm.get_input_embeddings().register_forward_hook(lambda m, args, o: passes.append(args[0].numel()))
                  for lm in models]
-        logits, values = policy.forward(policy.lm, ids, att, P, batch.temperature)
+        logits, values = policy.forward(policy.lm, ids, att, P)
         with torch.no_grad(), policy.reference() as ref:
-            ref_logits, _ = policy.forward(ref, ids, att, P, batch.temperature, with_values=False)
+            ref_logits, _ = policy.forward(ref, ids, att, P, with_values=False)
         for hook in hooks:
             hook.remove()
         tokens[share] = passes

@@ -36,7 +36,8 @@ def cast_frozen_linears(lm: nn.Module, dtype: torch.dtype) -> None:
     if dtype == torch.float32:
         return
     head = lm.get_output_embeddings()
-    if head is not None and head.weight is lm.get_input_embeddings().weight:
+    embedding = lm.get_input_embeddings().weight
+    if head is not None and head.weight is embedding and embedding.dtype != dtype:
         head.weight = nn.Parameter(head.weight.detach().clone(), requires_grad=False)  # untie
     for module in lm.modules():
         if isinstance(module, nn.Linear):
@@ -57,7 +58,7 @@ class Policy:
     def __init__(self, lm: nn.Module, lora: LoraConfig, device: torch.device,
                  dtype: torch.dtype = torch.float32):
         self.device = device
-        self.dtype = dtype  # the compute dtype; trained weights keep an fp32 master copy
+        self.dtype = dtype  # the compute dtype; trained weights are fp32 or (full fine-tuning) bf16
         self.lora = lora.enabled
         lm.requires_grad_(not self.lora)
         if self.lora:
@@ -133,10 +134,12 @@ class Policy:
         input_ids: Tensor,
         attention_mask: Tensor,
         prompt_len: int,
-        temperature: float = 1.0,
         with_values: bool = True,
     ) -> tuple[Tensor, Tensor | None]:
         """Logits for each response token (and values of the states before them) in one pass.
+
+        The logits come in the output head's dtype, not divided by the sampling temperature:
+        `ppo.logprobs_from_logits` takes both and works in fp32 a chunk at a time.
 
         Rows that share a prompt (a prompt's candidates) run it through the model once: its KV
         cache goes to each of them (gradients flow back through it), and only the responses run
@@ -169,9 +172,7 @@ class Policy:
                     input_ids=input_ids[:, prompt_len - 1 : -1], attention_mask=attention_mask[:, :-1],
                     position_ids=position_ids[:, prompt_len - 1 : -1], use_cache=True, **{key: cache},
                 ).last_hidden_state
-            logits = head(hidden).float()
-        if temperature != 1.0:
-            logits = logits / temperature
+            logits = head(hidden)
         values = self.value_head(hidden) if with_values else None
         return logits, values
 

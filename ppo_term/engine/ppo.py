@@ -39,19 +39,57 @@ def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float =
     return whitened * mask
 
 
-def logprobs_from_logits(logits: Tensor, tokens: Tensor) -> Tensor:
-    """log pi(token | prefix) for each position: [B, T, V], [B, T] -> [B, T]."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+# positions per chunk of the vocabulary-wide fp32 work: 64 x 49152 x 4 bytes = 12.6 MB at a time
+CHUNK = 64
 
 
-def entropy_from_logits(logits: Tensor) -> Tensor:
-    """Entropy of the next-token distribution at each position: [B, T, V] -> [B, T]."""
-    return entropy_from_logprobs(torch.log_softmax(logits.float(), dim=-1))
+def logprobs_from_logits(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> Tensor:
+    """log pi(token | prefix) for each position: [B, T, V], [B, T] -> [B, T], from logits / temperature.
+
+    Computed in fp32 a chunk of positions at a time, the softmax recomputed in backward: no
+    vocabulary-wide fp32 tensor lives beside the logits (4 x 48 positions of a 49152-token
+    vocabulary: 38 MB each, three of them in a plain log-softmax's forward and backward).
+    """
+    return _TokenLogprobs.apply(logits, tokens, temperature)
+
+
+class _TokenLogprobs(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits: Tensor, tokens: Tensor, temperature: float) -> Tensor:
+        x, tok = logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1, 1)
+        # log-partition of each position's logits / temperature
+        lse = torch.cat([torch.logsumexp(c.float() / temperature, dim=-1) for c in x.split(CHUNK)])
+        logprobs = x.gather(1, tok).squeeze(1).float() / temperature - lse
+        ctx.save_for_backward(logits, tokens, lse)
+        ctx.temperature = temperature
+        return logprobs.view(tokens.shape)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        logits, tokens, lse = ctx.saved_tensors
+        x, tok = logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1, 1)
+        g = grad.reshape(-1, 1).float() / ctx.temperature
+        dx = torch.empty_like(x)
+        for rows in torch.arange(len(x), device=x.device).split(CHUNK):
+            probs = (x[rows].float() / ctx.temperature - lse[rows, None]).exp_()  # softmax
+            # d logprob / d logit_k = (1[k = token] - p_k) / temperature
+            dx[rows] = probs.mul_(-g[rows]).scatter_add_(1, tok[rows], g[rows]).to(x.dtype)
+        return dx.view_as(logits), None, None
+
+
+def entropy_from_logits(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """Entropy of the next-token distribution at each position: [B, T, V] -> [B, T].
+
+    Without grad (entropy only watched), fp32 a chunk of positions at a time."""
+    if torch.is_grad_enabled() and logits.requires_grad:
+        return entropy_from_logprobs(torch.log_softmax(logits.float() / temperature, dim=-1))
+    x = logits.reshape(-1, logits.shape[-1])
+    out = [entropy_from_logprobs(torch.log_softmax(c.float() / temperature, dim=-1)) for c in x.split(CHUNK)]
+    return torch.cat(out).view(logits.shape[:-1])
 
 
 def entropy_from_logprobs(logp: Tensor) -> Tensor:
-    """The same from log-probabilities over the vocabulary (one log-softmax shared with the loss)."""
+    """The same from log-probabilities over the vocabulary."""
     return -(logp.exp() * logp).sum(-1)
 
 

@@ -14,10 +14,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ppo_term import monitor
-from ppo_term.engine import ppo, precision
+from ppo_term.engine import memory, ppo, precision
 from ppo_term.engine.controls import Controls
 from ppo_term.engine.events import Event, Listener
-from ppo_term.engine.optim import StepInBackward
+from ppo_term.engine.optim import AdamWBF16, StepInBackward
 from ppo_term.engine.policy import Policy
 from ppo_term.engine.rollout import Batch, BoundReward, bind_rewards, generate, score
 from ppo_term.plugins.types import KLSchedule, RunContext, Sampler
@@ -109,6 +109,8 @@ class Trainer:
         from ppo_term.models import load_causal_lm, load_tokenizer, pick_device, resolve_model
 
         r = self.recipe
+        if not r.lora.enabled:
+            memory.tune_malloc()  # full fine-tuning's peak RSS; LoRA's is far lower and it costs LoRA time
         torch.manual_seed(r.seed)
         self.rng = random.Random(r.seed)
         self.device = pick_device(r.device)
@@ -116,10 +118,16 @@ class Trainer:
         self.tokenizer = load_tokenizer(self.model_path)
         lm = load_causal_lm(self.model_path, self.device)
         self.precision = precision.choose(r.precision, self.device)
+        self.master = precision.choose_master(r.master_weights, r.lora.enabled, self.precision)
+        if self.master.dtype != torch.float32:
+            lm.to(self.master.dtype)  # the trained weights themselves (and so the reference copy)
         self.policy = Policy(lm, r.lora, self.device, self.precision.dtype)
         params = self.policy.trainable_parameters()
-        self.optimizer = torch.optim.AdamW(params, lr=r.ppo.lr, weight_decay=0.0,
-                                           fused=use_fused_adam(sum(p.numel() for p in params)))
+        if self.master.dtype == torch.bfloat16:
+            self.optimizer = AdamWBF16(params, lr=r.ppo.lr, weight_decay=0.0, seed=r.seed)
+        else:
+            self.optimizer = torch.optim.AdamW(params, lr=r.ppo.lr, weight_decay=0.0,
+                                               fused=use_fused_adam(sum(p.numel() for p in params)))
         # full fine-tuning with no clipping steps each weight inside backward(), freeing its gradient
         in_backward = not r.lora.enabled and math.isinf(r.ppo.max_grad_norm)
         self.step_in_backward = StepInBackward(self.optimizer) if in_backward else None
@@ -135,6 +143,7 @@ class Trainer:
                       "prompts: the eval reward then measures memory as well as generalisation")
         self.emit("start", model=r.model, model_path=self.model_path, device=str(self.device),
                   precision=self.precision.name, precision_reason=self.precision.reason,
+                  master_weights=self.master.name, master_weights_reason=self.master.reason,
                   trainable_params=sum(p.numel() for p in self.policy.trainable_parameters()))
 
     def emit(self, kind: str, **data: Any) -> None:
@@ -324,13 +333,13 @@ class Trainer:
         size = self.recipe.ppo.minibatch
         for i in range(0, len(ids), size):
             sl = slice(i, i + size)
-            logits, v = self.policy.forward(self.policy.lm, ids[sl], att[sl], P, temp)
-            logprobs.append(ppo.logprobs_from_logits(logits, batch.response_ids[sl]))
+            logits, v = self.policy.forward(self.policy.lm, ids[sl], att[sl], P)
+            logprobs.append(ppo.logprobs_from_logits(logits, batch.response_ids[sl], temp))
             values.append(v)
             del logits
             with self.policy.reference() as ref:
-                ref_logits, _ = self.policy.forward(ref, ids[sl], att[sl], P, temp, with_values=False)
-            ref_logprobs.append(ppo.logprobs_from_logits(ref_logits, batch.response_ids[sl]))
+                ref_logits, _ = self.policy.forward(ref, ids[sl], att[sl], P, with_values=False)
+            ref_logprobs.append(ppo.logprobs_from_logits(ref_logits, batch.response_ids[sl], temp))
             del ref_logits
         return torch.cat(logprobs), torch.cat(values), torch.cat(ref_logprobs)
 
@@ -363,13 +372,11 @@ class Trainer:
             for idx in torch.randperm(B).split(pc.minibatch):
                 idx = idx.to(mask.device)
                 m = mask[idx]
-                logits, new_values = self.policy.forward(self.policy.lm, ids[idx], att[idx], P, temp)
-                # one log-softmax over the vocabulary for both the sampled tokens and the entropy
-                logp_all = torch.log_softmax(logits, dim=-1)
-                new_logprobs = logp_all.gather(-1, batch.response_ids[idx].unsqueeze(-1)).squeeze(-1)
+                logits, new_values = self.policy.forward(self.policy.lm, ids[idx], att[idx], P)
+                new_logprobs = ppo.logprobs_from_logits(logits, batch.response_ids[idx], temp)
                 # entropy needs a graph only when it is part of the loss
                 with torch.set_grad_enabled(pc.ent_coef > 0):
-                    entropy = ppo.masked_mean(ppo.entropy_from_logprobs(logp_all), m)
+                    entropy = ppo.masked_mean(ppo.entropy_from_logits(logits, temp), m)
                 pg_loss, clipfrac, approx_kl = ppo.policy_loss(
                     new_logprobs, logprobs[idx], advantages[idx], m, pc.cliprange
                 )
