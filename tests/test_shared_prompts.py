@@ -75,3 +75,26 @@ def test_shared_prompt_passes_give_the_same_logprobs_values_and_gradients(write_
     # every row's whole sequence, against each distinct prompt once (but its last token) plus the responses
     assert tokens[False] == [len(rows) * (P + T)] * 2
     assert tokens[True] == [n_prompts * (P - 1), len(rows) * T] * 2
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_output_head_gets_contiguous_states_in_fp32(write_recipe, lora):
+    """A slice of positions reaches the vocabulary matmul contiguous (else torch copies the whole
+    head matrix once per sequence in a bmm), for the policy and the reference alike."""
+    recipe = load_recipe(write_recipe(), ["generation.max_new_tokens=4", f"lora.enabled={lora}", "precision=fp32"])
+    trainer = make_trainer(recipe)
+    policy = trainer.policy
+    policy.share_prompts = False  # the plain pass slices the response positions out of every row
+    batch = generate(policy, trainer.tokenizer, trainer.items[:3], recipe.generation)
+    seen = []
+    with policy.reference() as ref:
+        heads = {policy.lm.get_output_embeddings(), ref.get_output_embeddings()}
+    hooks = [h.register_forward_pre_hook(lambda m, args: seen.append(args[0].is_contiguous())) for h in heads]
+    P = batch.query_ids.shape[1]
+    logits, _ = policy.forward(policy.lm, batch.input_ids, batch.attention_mask, P)
+    with torch.no_grad(), policy.reference() as ref:
+        policy.forward(ref, batch.input_ids, batch.attention_mask, P, with_values=False)
+    for hook in hooks:
+        hook.remove()
+    assert logits.dtype == torch.float32 and len(batch.responses) > 1
+    assert seen == [True, True]
