@@ -24,16 +24,13 @@ from torch import Tensor, nn
 
 
 def can_pack(device: torch.device, dtype: torch.dtype) -> bool:
-    """oneDNN's packed bf16 matmul: a CPU whose precision choice was bf16 (so it runs bf16 fast)."""
+    """oneDNN's packed matmul on a CPU: fp32, or bf16 where the precision choice was bf16 (so the
+    CPU runs it fast)."""
     mkldnn = getattr(torch.ops, "mkldnn", None)
-    return (
-        device.type == "cpu"
-        and dtype == torch.bfloat16
-        and torch.backends.mkldnn.is_available()
-        and hasattr(mkldnn, "_reorder_linear_weight")
-        and hasattr(mkldnn, "_linear_pointwise")
-        and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    )
+    if not (device.type == "cpu" and torch.backends.mkldnn.is_available()
+            and hasattr(mkldnn, "_reorder_linear_weight") and hasattr(mkldnn, "_linear_pointwise")):
+        return False
+    return dtype == torch.float32 or (dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def _is_peft(model: nn.Module) -> bool:
@@ -59,15 +56,15 @@ def _effective_weights(model: nn.Module) -> Iterator[tuple[nn.Linear, Tensor]]:
             yield module, module.weight.detach()
 
 
-def _packed_forward(weight: Tensor, bias: Tensor | None, rows: int):
-    packed = torch.ops.mkldnn._reorder_linear_weight(weight.to(torch.bfloat16).contiguous(), rows)
-    bias = None if bias is None else bias.detach().to(torch.bfloat16)
+def _packed_forward(weight: Tensor, bias: Tensor | None, rows: int, dtype: torch.dtype):
+    packed = torch.ops.mkldnn._reorder_linear_weight(weight.to(dtype).contiguous(), rows)
+    bias = None if bias is None else bias.detach().to(dtype)
     out_features = weight.shape[0]
 
     def forward(x: Tensor) -> Tensor:
-        # the bf16 output autocast's linear would give; inputs of any leading shape
+        # the output (dtype) autocast's linear would give; inputs of any leading shape
         lead = x.shape[:-1]
-        x2 = x.reshape(-1, x.shape[-1]).to(torch.bfloat16).contiguous()
+        x2 = x.reshape(-1, x.shape[-1]).to(dtype).contiguous()
         return torch.ops.mkldnn._linear_pointwise(x2, packed, bias, "none", [], "").reshape(*lead, out_features)
 
     return forward
@@ -94,7 +91,7 @@ def decode_weights(model: nn.Module, dtype: torch.dtype, rows: int) -> Iterator[
         with torch.no_grad():
             for linear, weight in _effective_weights(model):
                 if pack:
-                    linear.forward = _packed_forward(weight, linear.bias, rows)
+                    linear.forward = _packed_forward(weight, linear.bias, rows, dtype)
                     patched.append(linear)
                 elif weight is not linear.weight:
                     swapped.append((linear, linear.weight))
