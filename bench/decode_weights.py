@@ -9,7 +9,7 @@ within each round, medians over the rounds:
 
 - adapter: the PEFT model as trained (two extra small matmuls per adapted projection);
 - merged: W + BA in the base layers, adapter off;
-- packed: merged, and every weight reordered once into oneDNN's bf16 layout (bf16 CPUs only).
+- packed: merged, and every weight reordered once into oneDNN's layout (fp32, or bf16 where chosen).
 
 Also batch 1 (one prompt), where a step is a matrix-vector product per weight.
 """

@@ -109,6 +109,8 @@ def test_generation_reads_merged_weights_equal_to_the_adapter_and_leaves_the_bas
         adapter = policy.model(input_ids=ids).logits
         with policy.decode_weights(rows=1):
             merged = policy.model(input_ids=ids).logits
+            # one fp32 sequence decodes merged, unpacked (packing would not pay back)
+            assert not any("forward" in vars(m) for m in policy.model.modules() if isinstance(m, torch.nn.Linear))
         after = policy.model(input_ids=ids).logits
         with policy.reference() as ref:
             reference = ref(input_ids=ids).logits

@@ -1,13 +1,14 @@
-"""Weights prepared for decoding: the LoRA adapter merged, and on a bf16 CPU packed for oneDNN.
+"""Weights prepared for decoding: the LoRA adapter merged, and on a CPU packed for oneDNN.
 
 A decode step multiplies a few rows (one per sequence) by every weight of the model. Two things
 make that cheaper than running the training-time modules as they are:
 
 - merging: W + BA in place of W, with the adapter layers off: the adapter's two extra small
   matmuls per projection cost ~20% of generation on a CPU;
-- packing: each bf16 weight reordered once per context (a rollout) into oneDNN's blocked layout
-  (`torch.ops.mkldnn._reorder_linear_weight`) and multiplied by `mkldnn._linear_pointwise`: on a
-  bf16 CPU 1.15x the tokens/s of plain merged weights at 16 sequences.
+- packing: each weight reordered once per context (a rollout) into oneDNN's blocked layout
+  (`torch.ops.mkldnn._reorder_linear_weight`) and multiplied by `mkldnn._linear_pointwise`: 1.15x
+  the tokens/s of plain merged weights at 16 sequences in bf16 on an AVX-512 CPU, 1.17x in fp32
+  on an AVX2 one.
   `python bench/decode_weights.py` measures both on the default model.
 
 Neither modifies a trained or frozen weight: the merged and packed weights are new tensors that
@@ -79,7 +80,8 @@ def decode_weights(model: nn.Module, dtype: torch.dtype, rows: int) -> Iterator[
     model it does nothing either (the weights are prepared once for several generate() calls).
     """
     device = next(model.parameters()).device
-    pack = can_pack(device, dtype)
+    # fp32 at one sequence: packing, once a context, is not paid back (0.93x measured on AVX2)
+    pack = can_pack(device, dtype) and (rows > 1 or dtype == torch.bfloat16)
     peft = _is_peft(model)
     if (not peft and not pack) or getattr(model, "_decode_weights_active", False):
         yield
