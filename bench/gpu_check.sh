@@ -1,17 +1,29 @@
 #!/usr/bin/env bash
 # The CUDA path, run on a GPU machine (see bench/README.md): the engine's tests on CUDA with the
-# automatic precision (bf16 there), then time and memory of PPO steps in bf16 and fp32, and a headless
-# `ppo-term run` that writes a checkpoint. The default model's weights do not travel to that machine,
-# so the steps run a randomly initialised model of the same architecture (config and tokenizer
-# copied from the converted default model): the same shapes, the same work per step.
+# automatic precision (bf16 there); bench/compare_trl.py there, ppo-term against TRL 0.11.4 on the
+# same PPO work; ppo-term's steps in fp32 and on the safety recipe; and a headless `ppo-term run`
+# that writes a checkpoint. The default model's weights do not travel to that machine, so everything
+# runs a randomly initialised model of the same architecture (config and tokenizer copied from the
+# converted default model): the same shapes, the same work per step (responses of a fixed length).
 #
-#   bash bench/gpu_check.sh ARCH_DIR OUT_DIR
+#   bash bench/gpu_check.sh ARCH_DIR OUT_DIR [WHEELS_DIR] [TRL_HARNESS_DIR]
+#
+# WHEELS_DIR/pt: wheels of ppo-term's dependencies the machine lacks (installed to /tmp/ptsite);
+# WHEELS_DIR/trl: TRL 0.11.4 and the versions it needs (transformers 4.46, ...; ../shared's
+# requirements-lock.txt), installed apart to /tmp/trlsite so they shadow the machine's only for TRL.
+# TRL_HARNESS_DIR: a copy of ../shared/bench/trl_baseline (bench_ppo.py, convert_model.py).
 set -uo pipefail
 ARCH=${1:-.gpu/smollm2-arch}
 OUT=${2:-/tmp/gpu-check}
+WHEELS=${3:-.whl}
+HARNESS=${4:-.gpu/trl_baseline}
 MODEL=/tmp/smollm2-135m-random
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
+install() {  # wheels folder, target
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$2" "$1"/*.whl
+}
+if [ -d "$WHEELS/pt" ]; then install "$WHEELS/pt" /tmp/ptsite && export PYTHONPATH=/tmp/ptsite; fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)" | tee -a "$OUT/gpu.txt"
 
@@ -30,23 +42,31 @@ for f in arch.iterdir():
 print("random model", out, sum(p.numel() for p in model.parameters()), "parameters")
 PY
 
-echo "== tests on CUDA (precision auto)"
-PPO_TERM_TEST_PRECISION=auto timeout 240 python3 -m pytest -q -p no:cacheprovider -x \
-  tests/test_engine.py tests/test_precision.py tests/test_sampling.py tests/test_ppo_math.py 2>&1 | tail -15 | tee "$OUT/pytest.txt"
+echo "== tests on CUDA (precision auto)" | tee -a "$OUT/gpu.txt"
+PPO_TERM_TEST_PRECISION=auto timeout 120 python3 -m pytest -q -p no:cacheprovider -x \
+  tests/test_engine.py tests/test_precision.py tests/test_sampling.py tests/test_ppo_math.py 2>&1 | tail -15 | tee -a "$OUT/gpu.txt"
+
+if [ -d "$WHEELS/trl" ] && [ -f "$HARNESS/bench_ppo.py" ]; then
+  echo "== compare_trl on CUDA: TRL 0.11.4 (fp32) against ppo-term (precision auto)"
+  install "$WHEELS/trl" /tmp/trlsite
+  printf '#!/bin/sh\nPYTHONPATH=/tmp/trlsite exec python3 "$@"\n' > /tmp/trl-python && chmod +x /tmp/trl-python
+  /tmp/trl-python -c "import trl, transformers; print('trl', trl.__version__, 'transformers', transformers.__version__)"
+  timeout 330 python3 bench/compare_trl.py --model "$MODEL" --trl-python /tmp/trl-python --trl-model /tmp/trl-model \
+    --harness "$HARNESS" --rounds 1 --warmup 1 --steps 5 --json "$OUT/compare_trl-gpu.json" --work /tmp/cmp 2>&1 | tail -12
+  grep -v -i warn /tmp/cmp/log.txt | tail -c 60000 > "$OUT/compare_trl-gpu.log"
+fi
 
 step() {  # name, then ppo_step.py arguments
   local name=$1; shift
   echo "== $name"
-  timeout 150 python3 bench/ppo_step.py --warmup 1 --steps 3 --set "model=$MODEL" --json "$OUT/$name.json" "$@" 2>&1 \
-    | grep -v -i warn | tail -6
+  timeout 100 python3 bench/ppo_step.py --warmup 1 --steps 5 --set "model=$MODEL" --json "$OUT/$name.json" "$@" 2>&1 \
+    | grep -v -i warn | tail -3
 }
-step lora_bf16 --recipe bench/compare_trl/recipe.toml
 step lora_fp32 --recipe bench/compare_trl/recipe.toml --set precision=fp32
-step full_bf16 --recipe bench/compare_trl/recipe.toml --set lora.enabled=false
+step full_fp32 --recipe bench/compare_trl/recipe.toml --set lora.enabled=false --set precision=fp32
 step safety_bf16 --recipe recipes/safety.toml
-step lora_bf16_64prompts --recipe bench/compare_trl/recipe.toml --set ppo.batch_prompts=64 --set ppo.minibatch=16
 
 echo "== ppo-term run --headless on CUDA"
-timeout 120 python3 -m ppo_term run recipes/safety.toml --headless --steps 2 --set "model=$MODEL" \
+timeout 90 python3 -m ppo_term run recipes/safety.toml --headless --steps 2 --set "model=$MODEL" \
   --run-dir /tmp/gpu-run 2>&1 | grep -v -i warn | tail -8
 ls /tmp/gpu-run/checkpoints/*/ 2>&1 | head -12

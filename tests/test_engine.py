@@ -109,7 +109,8 @@ def test_full_finetuning_with_the_fused_adamw(write_recipe, monkeypatch):
 
     assert not trainer_module.use_fused_adam(2_000_000) and trainer_module.use_fused_adam(135_000_000)
     monkeypatch.setattr(trainer_module, "FUSED_ADAM_MIN_PARAMS", 0)  # the tiny model counts as large
-    trainer = make_trainer(load_recipe(write_recipe(steps=2), ["lora.enabled=false", "ppo.lr=0.01"]))
+    # fp32 weights (with bf16 ones, as `precision = auto` gives on a GPU, AdamWBF16 steps them)
+    trainer = make_trainer(load_recipe(write_recipe(steps=2), ["lora.enabled=false", "ppo.lr=0.01", "precision=fp32"]))
     assert trainer.optimizer.defaults["fused"]
     before = {n: p.detach().clone() for n, p in trainer.policy.lm.named_parameters()}
     trainer.run()
@@ -143,7 +144,9 @@ def test_full_finetuning_without_clipping_steps_inside_backward(write_recipe, mo
     assert all(int(inside.optimizer.state[p]["step"]) == 8 for p in params)
     for (name, a), b in zip(inside.policy.named_trainable_parameters(), plain.policy.trainable_parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
-    assert inside_norms == pytest.approx(plain_norms, rel=1e-4) and max(inside_norms) > 0
+    # the norm sums the gradients in another order: bf16's rounding (a GPU run's `auto`) moves it more
+    rel = 1e-4 if inside.precision.dtype == torch.float32 else 2e-3
+    assert inside_norms == pytest.approx(plain_norms, rel=rel) and max(inside_norms) > 0
 
 
 def test_same_seed_same_run(write_recipe):
