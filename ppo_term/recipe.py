@@ -87,6 +87,10 @@ class PPOConfig(Section):
     whiten_rewards: bool = False
     score_baseline: Literal["none", "group"] = Field(
         "none", description="group: subtract the mean score of the prompt's other candidates (RLOO)")
+    old_logprobs: Literal["auto", "rollout", "recompute"] = Field(
+        "auto", description="the policy's log-probs and values before the update: taken while sampling "
+        "(rollout: no extra pass) or by a pass over the rollout (recompute); auto: rollout in fp32, "
+        "where the two agree to rounding, recompute in bf16")
 
 
 class KLConfig(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -43,12 +44,19 @@ class Batch:
     components: dict[str, list[float]] = field(default_factory=dict)
     openings: list[str | None] = field(default_factory=list)  # the opening a sample was started with
     greedy: list[bool] = field(default_factory=list)  # the prompt's greedy answer (generation.greedy)
+    # the policy's log-probs of the response tokens and the values before them, taken while sampling
+    # (RolloutRecorder): [B, T], valid in the rows `recorded` marks (not an opened or greedy one)
+    old_logprobs: Tensor | None = None
+    old_values: Tensor | None = None
+    recorded: list[bool] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.openings:
             self.openings = [None] * len(self.responses)
         if not self.greedy:
             self.greedy = [False] * len(self.responses)
+        if not self.recorded:
+            self.recorded = [False] * len(self.responses)
 
     @property
     def sampled(self) -> list[bool]:
@@ -76,6 +84,9 @@ class Batch:
             components={k: [v[i] for i in keep] for k, v in self.components.items()},
             openings=[self.openings[i] for i in keep],
             greedy=[self.greedy[i] for i in keep],
+            old_logprobs=None if self.old_logprobs is None else self.old_logprobs[idx],
+            old_values=None if self.old_values is None else self.old_values[idx],
+            recorded=[self.recorded[i] for i in keep],
         )
 
     @property
@@ -113,7 +124,7 @@ def eos_ids(tokenizer, lm) -> list[int]:
 
 @torch.no_grad()
 def generate(policy: Policy, tokenizer, items: list[PromptItem], gen: GenerationConfig,
-             share_prompts: bool = True) -> Batch:
+             share_prompts: bool = True, record: bool = False) -> Batch:
     """n sampled candidates per prompt from the policy (adapter merged into the decode weights),
     KV-cached, left-padded.
 
@@ -127,13 +138,16 @@ def generate(policy: Policy, tokenizer, items: list[PromptItem], gen: Generation
 
     With several candidates a prompt (`share_prompts`), each prompt is run through the model once
     and its KV cache copied to its candidates, instead of once per candidate.
+
+    With `record`, the sampled candidates (not the opened or greedy ones) come with the policy's
+    log-probs of their tokens and the values before them, taken while decoding (`RolloutRecorder`).
     """
     texts = [chat_text(tokenizer, item.prompt, gen.system_prompt) for item in items]
     enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(policy.device)
     free = gen.n - len(gen.openings) * gen.opening_n - gen.greedy
     with policy.decode_weights(len(items) * free):
         cache = prompt_cache(policy, enc) if share_prompts and gen.n > 1 else None
-        parts = [_generate(policy, tokenizer, items, enc, gen, free, None, cache)]
+        parts = [_generate(policy, tokenizer, items, enc, gen, free, None, cache, record=record)]
         parts += [_generate(policy, tokenizer, items, enc, gen, gen.opening_n, o, cache) for o in gen.openings]
         if gen.greedy:
             parts.append(_generate(policy, tokenizer, items, enc, gen, 1, None, cache, greedy=True))
@@ -165,10 +179,13 @@ def candidates_cache(cache, lm, n: int) -> dict[str, Any]:
 
 
 def _generate(policy: Policy, tokenizer, items: list[PromptItem], enc, gen: GenerationConfig, n: int,
-              opening: str | None, cache=None, greedy: bool = False) -> Batch:
+              opening: str | None, cache=None, greedy: bool = False, record: bool = False) -> Batch:
     eos = eos_ids(tokenizer, policy.lm)
     kwargs = sampling_kwargs(0.0 if greedy else gen.temperature, gen.top_k, gen.top_p, n=n, enc=enc)
     kwargs.update(candidates_cache(cache, policy.lm, n))
+    # an opening's tokens are not sampled, so only a plain sampled call can record all of a response
+    recorder = RolloutRecorder(policy.value_head, gen.temperature) if record and opening is None and not greedy \
+        and gen.temperature > 0 else None
     budget, floor = gen.max_new_tokens, gen.min_new_tokens
     if opening is not None:
         ids = tokenizer(opening, return_tensors="pt", add_special_tokens=False).input_ids.to(policy.device)
@@ -176,21 +193,70 @@ def _generate(policy: Policy, tokenizer, items: list[PromptItem], enc, gen: Gene
         kwargs["input_ids"] = torch.cat([kwargs["input_ids"], ids], dim=1)
         kwargs["attention_mask"] = torch.cat([kwargs["attention_mask"], torch.ones_like(ids)], dim=1)
         budget, floor = budget - ids.shape[1], max(0, floor - ids.shape[1])
-    out = policy.generate(
-        **kwargs,
-        max_new_tokens=budget,
-        min_new_tokens=floor,
-        eos_token_id=eos,
-        pad_token_id=tokenizer.pad_token_id,
-        **({"stopping_criteria": [StopOnStrings(tokenizer, gen.stop, enc.input_ids.shape[1])]} if gen.stop else {}),
-    )
+    with recorder.attached(policy.lm, kwargs["logits_processor"][0]) if recorder else contextlib.nullcontext():
+        out = policy.generate(
+            **kwargs,
+            max_new_tokens=budget,
+            min_new_tokens=floor,
+            eos_token_id=eos,
+            pad_token_id=tokenizer.pad_token_id,
+            **({"stopping_criteria": [StopOnStrings(tokenizer, gen.stop, enc.input_ids.shape[1])]} if gen.stop else {}),
+        )
     # a sequence that stopped on a stop string is padded; padding ends it like an EOS would
     ends = eos if tokenizer.pad_token_id in eos else eos + [tokenizer.pad_token_id]
     # everything after the (shared) prompt is the response: the opening, then what the model wrote
     batch = to_batch(tokenizer, items, enc, out, ends, n, gen.temperature)
     batch.openings = [opening] * len(batch.responses)
     batch.greedy = [greedy] * len(batch.responses)
+    if recorder is not None:
+        batch.old_logprobs, batch.old_values = recorder.tensors(batch.response_ids.shape[1])
+        batch.recorded = [True] * len(batch.responses)
     return batch
+
+
+class RolloutRecorder:
+    """While generate() samples: the policy's log-prob of each sampled token and the value of the
+    state before it, so that the PPO update needs no pass of the policy over the rollout for them.
+
+    The output head's forward hook sees each decode step's last states (the value head's input)
+    and its logits; InverseCdfSampler hands over the tokens it drew from them. The log-prob is of
+    the raw logits / temperature, as `ppo.logprobs_from_logits` computes it in the update (before
+    any logits processor or top-k/top-p), so before the first update the ratio is 1 up to the
+    rounding that separates the decode weights (merged, packed) from the update's.
+    """
+
+    def __init__(self, value_head: torch.nn.Module, temperature: float):
+        self.value_head, self.temperature = value_head, temperature
+        self.logprobs: list[Tensor] = []
+        self.values: list[Tensor] = []
+        self._scaled: Tensor | None = None
+
+    @contextlib.contextmanager
+    def attached(self, lm: torch.nn.Module, sampler: "InverseCdfSampler"):
+        handle = lm.get_output_embeddings().register_forward_hook(self._head)
+        sampler.recorder = self
+        try:
+            yield
+        finally:
+            handle.remove()
+            sampler.recorder = None
+
+    def _head(self, module, args, logits: Tensor) -> None:
+        # the last position's state predicts the next token: its value, its logits / temperature
+        self.values.append(self.value_head(args[0][:, -1]))
+        self._scaled = logits[:, -1].float() / self.temperature
+
+    def sampled(self, tokens: Tensor) -> None:
+        """The tokens [B, 1] drawn from the logits the head gave last."""
+        z, self._scaled = self._scaled, None
+        self.logprobs.append(z.gather(1, tokens).squeeze(1) - torch.logsumexp(z, dim=-1))
+
+    def tensors(self, length: int) -> tuple[Tensor, Tensor]:
+        """(log-probs, values), each [B, length]: one column a decode step."""
+        if len(self.logprobs) != length or len(self.values) != length:
+            raise RuntimeError(f"recorded {len(self.logprobs)} sampled tokens and {len(self.values)} states "
+                               f"for {length} response positions")
+        return torch.stack(self.logprobs, 1), torch.stack(self.values, 1)
 
 
 def interleave(parts: list[Batch], n_prompts: int, pad_id: int) -> Batch:
@@ -224,6 +290,12 @@ def interleave(parts: list[Batch], n_prompts: int, pad_id: int) -> Batch:
         temperature=parts[0].temperature,
         openings=[b.openings[i] for b, i in rows],
         greedy=[b.greedy[i] for b, i in rows],
+        recorded=[b.recorded[i] for b, i in rows],
+        **({} if all(b.old_logprobs is None for b in parts) else {
+            # a part that recorded nothing (opened, greedy) gives zeros, not marked recorded
+            key: stack(lambda b: getattr(b, key) if getattr(b, key) is not None else b.mask.new_zeros(b.mask.shape),
+                       T, False, 0.0)
+            for key in ("old_logprobs", "old_values")}),
     )
 
 
@@ -275,6 +347,7 @@ class InverseCdfSampler:
         self.temperature = temperature
         self.warpers = ([TopKLogitsWarper(top_k)] if top_k > 0 else []) + \
             ([TopPLogitsWarper(top_p)] if top_p < 1.0 else [])
+        self.recorder: RolloutRecorder | None = None  # told each step's tokens (generate(record=True))
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
         scores = scores.float() / self.temperature
@@ -284,6 +357,8 @@ class InverseCdfSampler:
         u = torch.rand(len(cdf), 1, device=cdf.device) * cdf[:, -1:]
         # the first token whose cumulative probability exceeds u; a zero-probability token never does
         tokens = torch.searchsorted(cdf, u, right=True).clamp(max=cdf.shape[-1] - 1)
+        if self.recorder is not None:
+            self.recorder.sampled(tokens)
         return torch.full_like(scores, -math.inf).scatter_(1, tokens, 0.0)
 
 

@@ -228,7 +228,8 @@ class Trainer:
         t0 = time.perf_counter()
         # 1. rollouts: the sampler's settings, adapter on
         items = self.next_prompts()
-        batch = generate(self.policy, self.tokenizer, items, self.sampler.plan(items, r.generation))
+        batch = generate(self.policy, self.tokenizer, items, self.sampler.plan(items, r.generation),
+                         record=self.record_rollout)
         t_gen = time.perf_counter() - t0
         n_generated, gen_tokens = len(batch.responses), int(batch.mask.sum().item())
         # 2. scores from the recipe's rewards; the sampler may keep a subset to train on
@@ -323,25 +324,40 @@ class Trainer:
                 out[prefix + ("refusal_rate" if key == "refused" else key)] = sum(g[key] for g in group) / len(group)
         return out
 
+    @property
+    def record_rollout(self) -> bool:
+        """Take the old log-probs and values while sampling (`ppo.old_logprobs`)? In fp32 the decode
+        weights (merged, packed) and the update's give the same numbers to rounding (~1e-6); in bf16
+        they round apart by ~1e-2, so `auto` recomputes there."""
+        choice = self.recipe.ppo.old_logprobs
+        return choice == "rollout" or (choice == "auto" and self.policy.dtype == torch.float32)
+
     # ---- 3. the PPO update ----
     @torch.no_grad()
     def _rollout_stats(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Old logprobs and values (adapter on) and reference logprobs, one pass each, chunked."""
+        """Old logprobs and values (adapter on) and reference logprobs, a pass each, chunked; the
+        policy's pass only over the rows whose rollout did not record them (opened, greedy)."""
         P, temp = batch.query_ids.shape[1], batch.temperature
         ids, att = batch.input_ids, batch.attention_mask
-        logprobs, values, ref_logprobs = [], [], []
         size = self.recipe.ppo.minibatch
+        if batch.old_logprobs is None:
+            logprobs, values = torch.zeros_like(batch.mask), torch.zeros_like(batch.mask)
+        else:
+            logprobs, values = batch.old_logprobs.clone(), batch.old_values.clone()
+        todo = torch.tensor([i for i, done in enumerate(batch.recorded) if not done], dtype=torch.long)
+        for rows in todo.to(ids.device).split(size) if len(todo) else []:
+            logits, v = self.policy.forward(self.policy.lm, ids[rows], att[rows], P)
+            logprobs[rows] = ppo.logprobs_from_logits(logits, batch.response_ids[rows], temp)
+            values[rows] = v
+            del logits
+        ref_logprobs = []
         for i in range(0, len(ids), size):
             sl = slice(i, i + size)
-            logits, v = self.policy.forward(self.policy.lm, ids[sl], att[sl], P)
-            logprobs.append(ppo.logprobs_from_logits(logits, batch.response_ids[sl], temp))
-            values.append(v)
-            del logits
             with self.policy.reference() as ref:
                 ref_logits, _ = self.policy.forward(ref, ids[sl], att[sl], P, with_values=False)
             ref_logprobs.append(ppo.logprobs_from_logits(ref_logits, batch.response_ids[sl], temp))
             del ref_logits
-        return torch.cat(logprobs), torch.cat(values), torch.cat(ref_logprobs)
+        return logprobs, values, torch.cat(ref_logprobs)
 
     def ppo_update(self, batch: Batch, kl_coef: float) -> tuple[dict[str, float], torch.Tensor]:
         pc = self.recipe.ppo

@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""The old log-probs and values taken while sampling against a pass of the policy over the rollout.
+
+    python bench/old_logprobs.py                 # the safety recipe, 4 rounds
+    python bench/old_logprobs.py --recipe bench/compare_trl/recipe.toml --rounds 3
+
+In one process, on the same prompts, alternating within each round: (a) generate, then the update's
+no-grad passes as `ppo.old_logprobs = "recompute"` runs them (the policy's over every row, the
+reference's); (b) generate recording the log-probs and values, then the passes as `rollout` runs them
+(the policy's only over the opened and greedy rows). Medians of the rounds; the largest difference
+between the recorded and the recomputed log-probs and values on the sampled tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from ppo_step import machine  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipe", default="recipes/safety.toml")
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+
+    from ppo_term.engine.rollout import generate
+    from ppo_term.engine.trainer import Trainer
+    from ppo_term.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    trainer = Trainer(recipe, progress=False)
+    trainer.setup()
+    items = trainer.next_prompts()
+    plan = trainer.sampler.plan(items, recipe.generation)
+    generate(trainer.policy, trainer.tokenizer, items, plan)  # warm-up
+    times: dict[str, dict[str, list[float]]] = {k: {"generate": [], "passes": []} for k in ("recompute", "rollout")}
+    diff_lp, diff_v = 0.0, 0.0
+    for rnd in range(args.rounds):
+        for mode in ("recompute", "rollout") if rnd % 2 == 0 else ("rollout", "recompute"):
+            t0 = time.perf_counter()
+            batch = generate(trainer.policy, trainer.tokenizer, items, plan, record=mode == "rollout")
+            t1 = time.perf_counter()
+            logprobs, values, _ = trainer._rollout_stats(batch)
+            t2 = time.perf_counter()
+            times[mode]["generate"].append(t1 - t0)
+            times[mode]["passes"].append(t2 - t1)
+            if mode == "rollout":
+                recorded = torch.tensor(batch.recorded)
+                batch.old_logprobs = batch.old_values = None
+                batch.recorded = [False] * len(batch.recorded)
+                full, full_values, _ = trainer._rollout_stats(batch)
+                keep = batch.mask.bool() & recorded[:, None].to(batch.mask.device)
+                diff_lp = max(diff_lp, float((logprobs - full)[keep].abs().max()))
+                diff_v = max(diff_v, float((values - full_values)[keep].abs().max()))
+        print(f"round {rnd}: " + "  ".join(f"{m} generate {t['generate'][-1]:.2f}s passes {t['passes'][-1]:.2f}s"
+                                          for m, t in times.items()), flush=True)
+    med = {m: {k: statistics.median(v) for k, v in t.items()} for m, t in times.items()}
+    for m in med:
+        med[m]["sum"] = med[m]["generate"] + med[m]["passes"]
+    result = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "recipe": args.recipe, "overrides": args.overrides,
+        "rounds": args.rounds, "samples": len(batch.responses), "precision": trainer.precision.name,
+        "machine": machine(), "median_s": med, "raw_s": times,
+        "ratio_generate_plus_passes": med["rollout"]["sum"] / med["recompute"]["sum"],
+        "max_abs_diff_logprob": diff_lp, "max_abs_diff_value": diff_v,
+    }
+    print(f"\nmedians of {args.rounds}: recompute generate {med['recompute']['generate']:.2f}s + passes "
+          f"{med['recompute']['passes']:.2f}s = {med['recompute']['sum']:.2f}s; rollout generate "
+          f"{med['rollout']['generate']:.2f}s + passes {med['rollout']['passes']:.2f}s = {med['rollout']['sum']:.2f}s "
+          f"({result['ratio_generate_plus_passes']:.2f}x); recorded vs recomputed: log-prob {diff_lp:.1e}, value {diff_v:.1e}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
