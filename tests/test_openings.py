@@ -79,14 +79,14 @@ def test_the_decode_weights_are_prepared_once_for_all_openings(write_recipe, mon
     prepared = []
     real = decode._effective_weights
     monkeypatch.setattr(decode, "_effective_weights", lambda model: prepared.append(1) or real(model))
-    batch = generate(trainer.policy, trainer.tokenizer, trainer.items[:2], recipe.generation)
+    batch = generate(trainer.policy, trainer.tokenizer, trainer.items[:2], recipe.generation, one_call=False)
     assert len(batch.responses) == 8 and batch.openings[:4] == [None, None, "yes", "no"]
     assert len(prepared) == 1  # three generate() calls, one merge of the adapter
     assert not trainer.policy.model._decode_weights_active
 
 
-@pytest.mark.parametrize("openings", [[], ["yes no"]])
-def test_each_prompt_is_run_once_for_all_its_candidates(write_recipe, openings):
+@pytest.mark.parametrize("openings,one_call", [([], True), (["yes no"], True), (["yes no"], False)])
+def test_each_prompt_is_run_once_for_all_its_candidates(write_recipe, openings, one_call):
     import json
 
     recipe = load_recipe(write_recipe(), ["generation.n=5", f"generation.openings={json.dumps(openings)}",
@@ -100,7 +100,8 @@ def test_each_prompt_is_run_once_for_all_its_candidates(write_recipe, openings):
     for share in (False, True):
         passes.clear()
         torch.manual_seed(0)
-        batches[share] = generate(trainer.policy, trainer.tokenizer, items, recipe.generation, share_prompts=share)
+        batches[share] = generate(trainer.policy, trainer.tokenizer, items, recipe.generation, share_prompts=share,
+                                  one_call=one_call)
         tokens[share] = passes[:]
     hook.remove()
     plain, shared = batches[False], batches[True]
@@ -109,12 +110,13 @@ def test_each_prompt_is_run_once_for_all_its_candidates(write_recipe, openings):
     assert torch.equal(plain.query_ids, shared.query_ids) and torch.equal(plain.mask, shared.mask)
     P = plain.query_ids.shape[1]
     k = len(trainer.tokenizer("yes no", add_special_tokens=False).input_ids)
-    free = 5 - len(openings)
+    # in one call every candidate decodes together (an opening's tokens one a step, like drawn ones)
+    free = 5 if one_call else 5 - len(openings)
     # unshared: every candidate's prompt goes through the model
     assert tokens[False][0] == 3 * free * P
     # shared: each prompt once (but its last token), then each candidate from its last prompt token
     expected = [3 * (P - 1)] + [3 * free] * (len(tokens[True]) - 1)
-    if openings:  # the opened candidates start from the same cache: last prompt token + opening
+    if openings and not one_call:  # opened candidates' own call, from the same cache: last prompt token + opening
         first = tokens[True].index(3 * (1 + k))
         expected[first:] = [3 * (1 + k)] + [3] * (len(tokens[True]) - first - 1)
     assert tokens[True] == expected

@@ -21,8 +21,8 @@ def _perturbed(trainer):
     return trainer
 
 
-@pytest.mark.parametrize("share_prompts", [True, False])
-def test_recorded_logprobs_and_values_match_a_pass_of_the_policy(write_recipe, share_prompts):
+@pytest.mark.parametrize("share_prompts,one_call", [(True, True), (False, True), (True, False)])
+def test_recorded_logprobs_and_values_match_a_pass_of_the_policy(write_recipe, share_prompts, one_call):
     # min_new_tokens masks EOS and top_p truncates the sampling distribution: the recorded
     # log-probs are still of the raw logits / temperature, as the update computes them
     recipe = load_recipe(write_recipe(), ["generation.n=3", 'generation.openings=["yes no"]', "generation.greedy=true",
@@ -31,10 +31,14 @@ def test_recorded_logprobs_and_values_match_a_pass_of_the_policy(write_recipe, s
     trainer = _perturbed(make_trainer(recipe))
     policy = trainer.policy
     batch = generate(policy, trainer.tokenizer, trainer.items[:2], recipe.generation, share_prompts=share_prompts,
-                     record=True)
-    # 4 candidates a prompt: 2 sampled, 1 opened, 1 greedy; only the sampled ones are recorded
-    assert batch.recorded == [o is None and not g for o, g in zip(batch.openings, batch.greedy)]
-    assert batch.recorded.count(True) == 4
+                     record=True, one_call=one_call)
+    # 4 candidates a prompt: 2 sampled, 1 opened, 1 greedy; in one call all are recorded (the
+    # opening's tokens and the argmax are decoded like drawn ones), in separate calls the sampled ones
+    assert batch.openings == [None, None, "yes no", None] * 2 and batch.greedy == [False] * 3 + [True] + [False] * 3 + [True]
+    if one_call:
+        assert batch.recorded == [True] * 8
+    else:
+        assert batch.recorded == [o is None and not g for o, g in zip(batch.openings, batch.greedy)]
     P = batch.query_ids.shape[1]
     with torch.no_grad():
         logits, values = policy.forward(policy.lm, batch.input_ids, batch.attention_mask, P)
@@ -47,6 +51,11 @@ def test_recorded_logprobs_and_values_match_a_pass_of_the_policy(write_recipe, s
     assert values[keep].abs().max() > 0.1  # the comparison means something
     # the rows that were not recorded hold nothing
     assert batch.old_logprobs[~rows].eq(0).all()
+    # an opened row's first tokens are its opening's, a greedy row's every token its argmax
+    opening = trainer.tokenizer("yes no", add_special_tokens=False).input_ids
+    assert batch.response_ids[2, : len(opening)].tolist() == opening
+    g = batch.mask[3].bool()
+    assert torch.equal(logits[3][g].argmax(-1), batch.response_ids[3][g])
 
 
 def test_the_update_passes_the_policy_only_over_rows_it_did_not_record(write_recipe):
@@ -64,8 +73,13 @@ def test_the_update_passes_the_policy_only_over_rows_it_did_not_record(write_rec
     trainer.policy.forward = counting
     items = trainer.next_prompts()
     batch = generate(trainer.policy, trainer.tokenizer, items, recipe.generation, record=True)
+    trainer._rollout_stats(batch)
+    assert policy_rows == []  # one call recorded every row, the opened ones too
+    policy_rows.clear()
+    batch = generate(trainer.policy, trainer.tokenizer, items, recipe.generation, record=True, one_call=False)
     logprobs, values, _ = trainer._rollout_stats(batch)
-    # 2 prompts x 3 candidates, one opened each: the policy's pass ran over those 2 rows alone
+    # 2 prompts x 3 candidates, one opened each, its tokens given, not decoded: the policy's pass
+    # ran over those 2 rows alone
     assert sum(policy_rows) == 2
     recorded = torch.tensor(batch.recorded)
     assert torch.equal(logprobs[recorded], batch.old_logprobs[recorded])

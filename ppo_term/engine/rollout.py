@@ -124,26 +124,32 @@ def eos_ids(tokenizer, lm) -> list[int]:
 
 @torch.no_grad()
 def generate(policy: Policy, tokenizer, items: list[PromptItem], gen: GenerationConfig,
-             share_prompts: bool = True, record: bool = False) -> Batch:
+             share_prompts: bool = True, record: bool = False, one_call: bool = True) -> Batch:
     """n sampled candidates per prompt from the policy (adapter merged into the decode weights),
     KV-cached, left-padded.
 
-    With `gen.openings`, opening_n of each prompt's candidates start with each opening: one
-    generate() call per opening (on weights prepared once), the prompts followed by the opening's
-    tokens, the opening counted as the first tokens of the response (PPO trains on them like on
-    any sampled token).
-
-    With `gen.greedy`, the last candidate of each prompt is its greedy answer (one more generate()
-    call); PPO trains on it like on an opened one.
+    With `gen.openings`, opening_n of each prompt's candidates start with each opening, counted as
+    the first tokens of the response (PPO trains on them like on any sampled token). With
+    `gen.greedy`, the last candidate of each prompt is its greedy answer; PPO trains on it like on
+    an opened one. All of a prompt's candidates decode together in one generate() call
+    (`one_call`): the sampler gives an opened row its opening's tokens first and a greedy row its
+    argmax (`InverseCdfSampler.plan_rows`). Without `one_call` (or when sampling is greedy), each
+    opening and the greedy answer take a generate() call of their own, the prompts followed by the
+    opening's tokens.
 
     With several candidates a prompt (`share_prompts`), each prompt is run through the model once
     and its KV cache copied to its candidates, instead of once per candidate.
 
-    With `record`, the sampled candidates (not the opened or greedy ones) come with the policy's
-    log-probs of their tokens and the values before them, taken while decoding (`RolloutRecorder`).
+    With `record`, the candidates come with the policy's log-probs of their tokens and the values
+    before them, taken while decoding (`RolloutRecorder`): in one call all of them, else the
+    sampled ones only (an opening's tokens were not decoded, a greedy call draws nothing).
     """
     texts = [chat_text(tokenizer, item.prompt, gen.system_prompt) for item in items]
     enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(policy.device)
+    if one_call and gen.temperature > 0 and (gen.openings or gen.greedy):
+        with policy.decode_weights(len(items) * gen.n):
+            cache = prompt_cache(policy, enc) if share_prompts and gen.n > 1 else None
+            return _generate_planned(policy, tokenizer, items, enc, gen, cache, record)
     free = gen.n - len(gen.openings) * gen.opening_n - gen.greedy
     with policy.decode_weights(len(items) * free):
         cache = prompt_cache(policy, enc) if share_prompts and gen.n > 1 else None
@@ -259,6 +265,49 @@ class RolloutRecorder:
         return torch.stack(self.logprobs, 1), torch.stack(self.values, 1)
 
 
+def _generate_planned(policy: Policy, tokenizer, items: list[PromptItem], enc, gen: GenerationConfig, cache,
+                      record: bool) -> Batch:
+    """All n candidates of each prompt in one generate() call: free ones sampled, opened ones given
+    their opening's tokens first, the greedy one its argmax at every step."""
+    free = gen.n - len(gen.openings) * gen.opening_n - gen.greedy
+    roles: list[str | None] = [None] * free + [o for o in gen.openings for _ in range(gen.opening_n)]
+    openings = [tokenizer(o, add_special_tokens=False).input_ids[: gen.max_new_tokens - 1] for o in gen.openings]
+    width = max(len(ids) for ids in openings) if openings else 0
+    forced = torch.full((gen.n, width), -1, dtype=torch.long)
+    for j, role in enumerate(roles[free:], start=free):
+        ids = openings[gen.openings.index(role)]
+        forced[j, : len(ids)] = torch.tensor(ids)
+    greedy = torch.zeros(gen.n, dtype=torch.bool)
+    if gen.greedy:
+        roles.append(None)
+        greedy[-1] = True
+    eos = eos_ids(tokenizer, policy.lm)
+    kwargs = sampling_kwargs(gen.temperature, gen.top_k, gen.top_p, n=gen.n, enc=enc)
+    kwargs.update(candidates_cache(cache, policy.lm, gen.n))
+    sampler: InverseCdfSampler = kwargs["logits_processor"][0]
+    # each prompt's candidates are adjacent: row r plays role r % n
+    sampler.plan_rows(forced.repeat(len(items), 1).to(policy.device), greedy.repeat(len(items)).to(policy.device),
+                      start=enc.input_ids.shape[1])
+    recorder = RolloutRecorder(policy.value_head, gen.temperature) if record else None
+    with recorder.attached(policy.lm, sampler) if recorder else contextlib.nullcontext():
+        out = policy.generate(
+            **kwargs,
+            max_new_tokens=gen.max_new_tokens,
+            min_new_tokens=gen.min_new_tokens,
+            eos_token_id=eos,
+            pad_token_id=tokenizer.pad_token_id,
+            **({"stopping_criteria": [StopOnStrings(tokenizer, gen.stop, enc.input_ids.shape[1])]} if gen.stop else {}),
+        )
+    ends = eos if tokenizer.pad_token_id in eos else eos + [tokenizer.pad_token_id]
+    batch = to_batch(tokenizer, items, enc, out, ends, gen.n, gen.temperature)
+    batch.openings = roles * len(items)
+    batch.greedy = greedy.tolist() * len(items)
+    if recorder is not None:
+        batch.old_logprobs, batch.old_values = recorder.tensors(batch.response_ids.shape[1])
+        batch.recorded = [True] * len(batch.responses)
+    return batch
+
+
 def interleave(parts: list[Batch], n_prompts: int, pad_id: int) -> Batch:
     """One Batch from several over the same prompts: each prompt's candidates from every part,
     adjacent; queries left-padded and responses right-padded to the widest."""
@@ -348,6 +397,15 @@ class InverseCdfSampler:
         self.warpers = ([TopKLogitsWarper(top_k)] if top_k > 0 else []) + \
             ([TopPLogitsWarper(top_p)] if top_p < 1.0 else [])
         self.recorder: RolloutRecorder | None = None  # told each step's tokens (generate(record=True))
+        self.forced: Tensor | None = None
+        self.greedy: Tensor | None = None
+        self.start = 0
+
+    def plan_rows(self, forced: Tensor, greedy: Tensor, start: int) -> None:
+        """Rows that do not (only) sample: `forced` [B, K] gives row b the token forced[b, t] at its
+        t-th new token (-1: its own draw), `greedy` [B] rows take the argmax. `start` is the
+        length of the inputs generate() began with (step t = the length now - start)."""
+        self.forced, self.greedy, self.start = forced, greedy, start
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
         scores = scores.float() / self.temperature
@@ -357,6 +415,12 @@ class InverseCdfSampler:
         u = torch.rand(len(cdf), 1, device=cdf.device) * cdf[:, -1:]
         # the first token whose cumulative probability exceeds u; a zero-probability token never does
         tokens = torch.searchsorted(cdf, u, right=True).clamp(max=cdf.shape[-1] - 1)
+        if self.greedy is not None and self.greedy.any():
+            tokens = torch.where(self.greedy[:, None], scores.argmax(-1, keepdim=True), tokens)
+        step = input_ids.shape[1] - self.start
+        if self.forced is not None and step < self.forced.shape[1]:
+            given = self.forced[:, step : step + 1]
+            tokens = torch.where(given >= 0, given, tokens)
         if self.recorder is not None:
             self.recorder.sampled(tokens)
         return torch.full_like(scores, -math.inf).scatter_(1, tokens, 0.0)
