@@ -186,7 +186,6 @@ def candidates_cache(cache, lm, n: int) -> dict[str, Any]:
 
 def _generate(policy: Policy, tokenizer, items: list[PromptItem], enc, gen: GenerationConfig, n: int,
               opening: str | None, cache=None, greedy: bool = False, record: bool = False) -> Batch:
-    eos = eos_ids(tokenizer, policy.lm)
     kwargs = sampling_kwargs(0.0 if greedy else gen.temperature, gen.top_k, gen.top_p, n=n, enc=enc)
     kwargs.update(candidates_cache(cache, policy.lm, n))
     # an opening's tokens are not sampled, so only a plain sampled call can record all of a response
@@ -199,6 +198,17 @@ def _generate(policy: Policy, tokenizer, items: list[PromptItem], enc, gen: Gene
         kwargs["input_ids"] = torch.cat([kwargs["input_ids"], ids], dim=1)
         kwargs["attention_mask"] = torch.cat([kwargs["attention_mask"], torch.ones_like(ids)], dim=1)
         budget, floor = budget - ids.shape[1], max(0, floor - ids.shape[1])
+    # everything after the (shared) prompt is the response: the opening, then what the model wrote
+    return _decode_batch(policy, tokenizer, items, enc, gen, kwargs, n, budget, floor, recorder,
+                         openings=[opening] * n, greedy=[greedy] * n)
+
+
+def _decode_batch(policy: Policy, tokenizer, items: list[PromptItem], enc, gen: GenerationConfig, kwargs: dict,
+                  n: int, budget: int, floor: int, recorder: "RolloutRecorder | None", openings: list[str | None],
+                  greedy: list[bool]) -> Batch:
+    """generate() on `kwargs` (n rows a prompt), as a Batch: `openings` and `greedy` say what each
+    of a prompt's n rows is; with a recorder, every row's log-probs and values."""
+    eos = eos_ids(tokenizer, policy.lm)
     with recorder.attached(policy.lm, kwargs["logits_processor"][0]) if recorder else contextlib.nullcontext():
         out = policy.generate(
             **kwargs,
@@ -210,10 +220,9 @@ def _generate(policy: Policy, tokenizer, items: list[PromptItem], enc, gen: Gene
         )
     # a sequence that stopped on a stop string is padded; padding ends it like an EOS would
     ends = eos if tokenizer.pad_token_id in eos else eos + [tokenizer.pad_token_id]
-    # everything after the (shared) prompt is the response: the opening, then what the model wrote
     batch = to_batch(tokenizer, items, enc, out, ends, n, gen.temperature)
-    batch.openings = [opening] * len(batch.responses)
-    batch.greedy = [greedy] * len(batch.responses)
+    batch.openings = openings * len(items)
+    batch.greedy = greedy * len(items)
     if recorder is not None:
         batch.old_logprobs, batch.old_values = recorder.tensors(batch.response_ids.shape[1])
         batch.recorded = [True] * len(batch.responses)
@@ -281,31 +290,14 @@ def _generate_planned(policy: Policy, tokenizer, items: list[PromptItem], enc, g
     if gen.greedy:
         roles.append(None)
         greedy[-1] = True
-    eos = eos_ids(tokenizer, policy.lm)
     kwargs = sampling_kwargs(gen.temperature, gen.top_k, gen.top_p, n=gen.n, enc=enc)
     kwargs.update(candidates_cache(cache, policy.lm, gen.n))
-    sampler: InverseCdfSampler = kwargs["logits_processor"][0]
     # each prompt's candidates are adjacent: row r plays role r % n
-    sampler.plan_rows(forced.repeat(len(items), 1).to(policy.device), greedy.repeat(len(items)).to(policy.device),
-                      start=enc.input_ids.shape[1])
+    kwargs["logits_processor"][0].plan_rows(forced.repeat(len(items), 1).to(policy.device),
+                                            greedy.repeat(len(items)).to(policy.device), start=enc.input_ids.shape[1])
     recorder = RolloutRecorder(policy.value_head, gen.temperature) if record else None
-    with recorder.attached(policy.lm, sampler) if recorder else contextlib.nullcontext():
-        out = policy.generate(
-            **kwargs,
-            max_new_tokens=gen.max_new_tokens,
-            min_new_tokens=gen.min_new_tokens,
-            eos_token_id=eos,
-            pad_token_id=tokenizer.pad_token_id,
-            **({"stopping_criteria": [StopOnStrings(tokenizer, gen.stop, enc.input_ids.shape[1])]} if gen.stop else {}),
-        )
-    ends = eos if tokenizer.pad_token_id in eos else eos + [tokenizer.pad_token_id]
-    batch = to_batch(tokenizer, items, enc, out, ends, gen.n, gen.temperature)
-    batch.openings = roles * len(items)
-    batch.greedy = greedy.tolist() * len(items)
-    if recorder is not None:
-        batch.old_logprobs, batch.old_values = recorder.tensors(batch.response_ids.shape[1])
-        batch.recorded = [True] * len(batch.responses)
-    return batch
+    return _decode_batch(policy, tokenizer, items, enc, gen, kwargs, gen.n, gen.max_new_tokens, gen.min_new_tokens,
+                         recorder, openings=roles, greedy=greedy.tolist())
 
 
 def interleave(parts: list[Batch], n_prompts: int, pad_id: int) -> Batch:
