@@ -397,7 +397,8 @@ class InverseCdfSampler:
         """Rows that do not (only) sample: `forced` [B, K] gives row b the token forced[b, t] at its
         t-th new token (-1: its own draw), `greedy` [B] rows take the argmax. `start` is the
         length of the inputs generate() began with (step t = the length now - start)."""
-        self.forced, self.greedy, self.start = forced, greedy, start
+        # checked once here, not each step (on a GPU `.any()` waits for the device)
+        self.forced, self.greedy, self.start = forced, greedy if bool(greedy.any()) else None, start
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
         scores = scores.float() / self.temperature
@@ -407,7 +408,7 @@ class InverseCdfSampler:
         u = torch.rand(len(cdf), 1, device=cdf.device) * cdf[:, -1:]
         # the first token whose cumulative probability exceeds u; a zero-probability token never does
         tokens = torch.searchsorted(cdf, u, right=True).clamp(max=cdf.shape[-1] - 1)
-        if self.greedy is not None and self.greedy.any():
+        if self.greedy is not None:
             tokens = torch.where(self.greedy[:, None], scores.argmax(-1, keepdim=True), tokens)
         step = input_ids.shape[1] - self.start
         if self.forced is not None and step < self.forced.shape[1]:
