@@ -45,7 +45,7 @@ class Batch:
     openings: list[str | None] = field(default_factory=list)  # the opening a sample was started with
     greedy: list[bool] = field(default_factory=list)  # the prompt's greedy answer (generation.greedy)
     # the policy's log-probs of the response tokens and the values before them, taken while sampling
-    # (RolloutRecorder): [B, T], valid in the rows `recorded` marks (not an opened or greedy one)
+    # (RolloutRecorder): [B, T], valid in the rows `recorded` marks (all, when one call decoded every candidate)
     old_logprobs: Tensor | None = None
     old_values: Tensor | None = None
     recorded: list[bool] = field(default_factory=list)

@@ -336,7 +336,8 @@ class Trainer:
     @torch.no_grad()
     def _rollout_stats(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Old logprobs and values (adapter on) and reference logprobs, a pass each, chunked; the
-        policy's pass only over the rows whose rollout did not record them (opened, greedy)."""
+        policy's pass only over the rows whose rollout did not record them (opened or greedy ones decoded
+        in calls of their own)."""
         P, temp = batch.query_ids.shape[1], batch.temperature
         ids, att = batch.input_ids, batch.attention_mask
         size = self.recipe.ppo.minibatch
