@@ -7,6 +7,13 @@
 # converted default model): the same shapes, the same work per step (responses of a fixed length).
 #
 #   bash bench/gpu_check.sh ARCH_DIR OUT_DIR [WHEELS_DIR] [TRL_HARNESS_DIR]
+#   PARTS="tests record decode master" bash bench/gpu_check.sh ...   # some parts only
+#
+# PARTS (default: tests compare steps run): tests, the engine's tests on CUDA; compare,
+# bench/compare_trl.py; steps, ppo_step.py in fp32 and on the safety recipe; run, a headless run;
+# record, the rollout tests on CUDA and bench/old_logprobs.py there (bf16 and fp32) with LoRA steps
+# recording or recomputing the old log-probs; decode, bench/gpu_decode.py (dynamic against static
+# KV cache); master, full fine-tuning with fp32 master weights and bf16 compute.
 #
 # WHEELS_DIR/pt: wheels of ppo-term's dependencies the machine lacks (installed to /tmp/ptsite);
 # WHEELS_DIR/trl: TRL 0.11.4 and the versions it needs (transformers 4.46, ...; ../shared's
@@ -18,6 +25,8 @@ OUT=${2:-/tmp/gpu-check}
 WHEELS=${3:-.whl}
 HARNESS=${4:-.gpu/trl_baseline}
 MODEL=/tmp/smollm2-135m-random
+PARTS=" ${PARTS:-tests compare steps run} "
+want() { [[ "$PARTS" == *" $1 "* ]]; }
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 install() {  # wheels folder, target
@@ -42,11 +51,14 @@ for f in arch.iterdir():
 print("random model", out, sum(p.numel() for p in model.parameters()), "parameters")
 PY
 
-echo "== tests on CUDA (precision auto)" | tee -a "$OUT/gpu.txt"
-PPO_TERM_TEST_PRECISION=auto timeout 120 python3 -m pytest -q -p no:cacheprovider -x \
-  tests/test_engine.py tests/test_precision.py tests/test_sampling.py tests/test_ppo_math.py 2>&1 | tail -15 | tee -a "$OUT/gpu.txt"
+if want tests; then
+  echo "== tests on CUDA (precision auto)" | tee -a "$OUT/gpu.txt"
+  PPO_TERM_TEST_PRECISION=auto timeout 150 python3 -m pytest -q -p no:cacheprovider \
+    tests/test_engine.py tests/test_precision.py tests/test_sampling.py tests/test_ppo_math.py \
+    tests/test_rollout_record.py tests/test_openings.py 2>&1 | tail -15 | tee -a "$OUT/gpu.txt"
+fi
 
-if [ -d "$WHEELS/trl" ] && [ -f "$HARNESS/bench_ppo.py" ]; then
+if want compare && [ -d "$WHEELS/trl" ] && [ -f "$HARNESS/bench_ppo.py" ]; then
   echo "== compare_trl on CUDA: TRL 0.11.4 (fp32) against ppo-term (precision auto)"
   install "$WHEELS/trl" /tmp/trlsite
   printf '#!/bin/sh\nPYTHONPATH=/tmp/trlsite exec python3 "$@"\n' > /tmp/trl-python && chmod +x /tmp/trl-python
@@ -62,11 +74,36 @@ step() {  # name, then ppo_step.py arguments
   timeout 100 python3 bench/ppo_step.py --warmup 1 --steps 5 --set "model=$MODEL" --json "$OUT/$name.json" "$@" 2>&1 \
     | grep -v -i warn | tail -3
 }
-step lora_fp32 --recipe bench/compare_trl/recipe.toml --set precision=fp32
-step full_fp32 --recipe bench/compare_trl/recipe.toml --set lora.enabled=false --set precision=fp32
-step safety_bf16 --recipe recipes/safety.toml
+if want steps; then
+  step lora_fp32 --recipe bench/compare_trl/recipe.toml --set precision=fp32
+  step full_fp32 --recipe bench/compare_trl/recipe.toml --set lora.enabled=false --set precision=fp32
+  step safety_bf16 --recipe recipes/safety.toml
+fi
 
-echo "== ppo-term run --headless on CUDA"
-timeout 90 python3 -m ppo_term run recipes/safety.toml --headless --steps 2 --set "model=$MODEL" \
-  --run-dir /tmp/gpu-run 2>&1 | grep -v -i warn | tail -8
-ls /tmp/gpu-run/checkpoints/*/ 2>&1 | head -12
+if want record; then
+  for p in bf16 fp32; do
+    echo "== old_logprobs $p"
+    timeout 90 python3 bench/old_logprobs.py --rounds 3 --set "model=$MODEL" --set precision=$p \
+      --json "$OUT/old_logprobs-$p.json" 2>&1 | grep -v -i warn | tail -6
+  done
+  step lora_bf16_recompute --recipe bench/compare_trl/recipe.toml --set ppo.old_logprobs=recompute
+  step lora_bf16_rollout --recipe bench/compare_trl/recipe.toml --set ppo.old_logprobs=rollout
+fi
+
+if want master; then
+  step full_bf16_master_fp32 --recipe bench/compare_trl/recipe.toml --set lora.enabled=false --set master_weights=fp32
+  step full_bf16_master_bf16 --recipe bench/compare_trl/recipe.toml --set lora.enabled=false --set master_weights=bf16
+fi
+
+if want decode; then
+  echo "== gpu_decode: dynamic against static KV cache"
+  timeout 200 python3 bench/gpu_decode.py --model "$MODEL" --rounds 5 --json "$OUT/gpu_decode.json" 2>&1 \
+    | grep -v -i warn | grep -E 'ratio|median_s|first_call|Error|error' | tail -12
+fi
+
+if want run; then
+  echo "== ppo-term run --headless on CUDA"
+  timeout 90 python3 -m ppo_term run recipes/safety.toml --headless --steps 2 --set "model=$MODEL" \
+    --run-dir /tmp/gpu-run 2>&1 | grep -v -i warn | tail -8
+  ls /tmp/gpu-run/checkpoints/*/ 2>&1 | head -12
+fi

@@ -43,7 +43,7 @@ def test_recorded_logprobs_and_values_match_a_pass_of_the_policy(write_recipe, s
     with torch.no_grad():
         logits, values = policy.forward(policy.lm, batch.input_ids, batch.attention_mask, P)
         logprobs = ppo.logprobs_from_logits(logits, batch.response_ids, batch.temperature)
-    rows, m = torch.tensor(batch.recorded), batch.mask.bool()
+    rows, m = torch.tensor(batch.recorded, device=batch.mask.device), batch.mask.bool()
     keep = m & rows[:, None]
     assert keep.sum() > 8
     torch.testing.assert_close(batch.old_logprobs[keep], logprobs[keep], rtol=1e-4, atol=1e-4)
@@ -81,7 +81,7 @@ def test_the_update_passes_the_policy_only_over_rows_it_did_not_record(write_rec
     # 2 prompts x 3 candidates, one opened each, its tokens given, not decoded: the policy's pass
     # ran over those 2 rows alone
     assert sum(policy_rows) == 2
-    recorded = torch.tensor(batch.recorded)
+    recorded = torch.tensor(batch.recorded, device=logprobs.device)
     assert torch.equal(logprobs[recorded], batch.old_logprobs[recorded])
     # and the opened rows got the pass's numbers
     policy_rows.clear()
