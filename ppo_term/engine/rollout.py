@@ -146,13 +146,12 @@ def generate(policy: Policy, tokenizer, items: list[PromptItem], gen: Generation
     """
     texts = [chat_text(tokenizer, item.prompt, gen.system_prompt) for item in items]
     enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(policy.device)
-    if one_call and gen.temperature > 0 and (gen.openings or gen.greedy):
-        with policy.decode_weights(len(items) * gen.n):
-            cache = prompt_cache(policy, enc) if share_prompts and gen.n > 1 else None
-            return _generate_planned(policy, tokenizer, items, enc, gen, cache, record)
-    free = gen.n - len(gen.openings) * gen.opening_n - gen.greedy
-    with policy.decode_weights(len(items) * free):
+    free = gen.n - len(gen.openings) * gen.opening_n - gen.greedy  # the candidates sampled from the start
+    planned = one_call and gen.temperature > 0 and free < gen.n
+    with policy.decode_weights(len(items) * (gen.n if planned else free)):
         cache = prompt_cache(policy, enc) if share_prompts and gen.n > 1 else None
+        if planned:
+            return _generate_planned(policy, tokenizer, items, enc, gen, cache, record, free)
         parts = [_generate(policy, tokenizer, items, enc, gen, free, None, cache, record=record)]
         parts += [_generate(policy, tokenizer, items, enc, gen, gen.opening_n, o, cache) for o in gen.openings]
         if gen.greedy:
@@ -275,10 +274,9 @@ class RolloutRecorder:
 
 
 def _generate_planned(policy: Policy, tokenizer, items: list[PromptItem], enc, gen: GenerationConfig, cache,
-                      record: bool) -> Batch:
-    """All n candidates of each prompt in one generate() call: free ones sampled, opened ones given
-    their opening's tokens first, the greedy one its argmax at every step."""
-    free = gen.n - len(gen.openings) * gen.opening_n - gen.greedy
+                      record: bool, free: int) -> Batch:
+    """All n candidates of each prompt in one generate() call: the first `free` sampled, opened ones
+    given their opening's tokens first, the greedy one its argmax at every step."""
     roles: list[str | None] = [None] * free + [o for o in gen.openings for _ in range(gen.opening_n)]
     openings = [tokenizer(o, add_special_tokens=False).input_ids[: gen.max_new_tokens - 1] for o in gen.openings]
     width = max(len(ids) for ids in openings) if openings else 0
