@@ -85,8 +85,9 @@ def choose_master(requested: str, lora: bool, compute: Precision) -> Precision:
     """The dtype full fine-tuning keeps its weights and AdamW moments in (`master_weights`).
 
     bf16 halves them and drops the bf16 copy of the weights each pass makes under autocast; the
-    update then rounds stochastically (`ppo_term.engine.optim.AdamWBF16`). A LoRA adapter is small
-    and stays fp32.
+    update then rounds stochastically (`ppo_term.engine.optim.AdamWBF16`). Where the compute
+    dtype is fp32, bf16 weights (asked for) are stored in bf16 and multiplied in fp32
+    (`ppo_term.engine.storage`). A LoRA adapter is small and stays fp32.
     """
     if lora:
         return Precision(torch.float32, "LoRA adapter: fp32")
@@ -95,9 +96,11 @@ def choose_master(requested: str, lora: bool, compute: Precision) -> Precision:
     from ppo_term.engine.optim import compiled_update
 
     if requested == "bf16":
+        # with fp32 compute the bf16 weights are multiplied in fp32 (`storage.store_bf16`)
+        how = ", fp32 arithmetic" if compute.dtype == torch.float32 else ""
         if compiled_update() is None:
-            return Precision(torch.bfloat16, "requested: bf16 (update not compiled here: slow)")
-        return Precision(torch.bfloat16, "requested: bf16, stochastic rounding")
+            return Precision(torch.bfloat16, f"requested: bf16{how} (update not compiled here: slow)")
+        return Precision(torch.bfloat16, f"requested: bf16{how}, stochastic rounding")
     if compute.dtype != torch.bfloat16:
         return Precision(torch.float32, "auto: the compute dtype is fp32")
     if compiled_update() is None:

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ppo_term import monitor
-from ppo_term.engine import memory, ppo, precision
+from ppo_term.engine import memory, ppo, precision, storage
 from ppo_term.engine.controls import Controls
 from ppo_term.engine.events import Event, Listener
 from ppo_term.engine.optim import AdamWBF16, StepInBackward
@@ -120,7 +120,15 @@ class Trainer:
         self.precision = precision.choose(r.precision, self.device)
         self.master = precision.choose_master(r.master_weights, r.lora.enabled, self.precision)
         if self.master.dtype != torch.float32:
-            lm.to(self.master.dtype)  # the trained weights themselves (and so the reference copy)
+            # the trained weights themselves (and so the reference copy) in bf16; with fp32 compute
+            # they are multiplied in fp32, a cast per call (`storage`), not in slow bf16
+            if self.precision.dtype == torch.float32:
+                try:
+                    storage.store_bf16(lm)
+                except ValueError as e:
+                    raise RecipeError(r.source or "<recipe>", "master_weights", str(e)) from None
+            else:
+                lm.to(self.master.dtype)
         self.policy = Policy(lm, r.lora, self.device, self.precision.dtype)
         params = self.policy.trainable_parameters()
         if self.master.dtype == torch.bfloat16:
