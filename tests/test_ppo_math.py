@@ -126,6 +126,21 @@ def test_chunked_logprobs_and_entropy_match_a_plain_log_softmax(monkeypatch, tem
     assert ppo.entropy_from_logits(logits, temperature).sum().requires_grad
 
 
+def test_chunked_logprobs_of_bf16_logits_match_fp32(monkeypatch):
+    # bf16 logits (the bf16 head): the work is fp32 in a buffer of its own, the gradient comes back bf16
+    monkeypatch.setattr(ppo, "CHUNK", 3)
+    gen = torch.Generator().manual_seed(1)
+    logits = (3 * torch.randn(2, 4, 11, generator=gen)).bfloat16()
+    tokens = torch.randint(0, 11, (2, 4), generator=gen)
+    weights = torch.randn(2, 4, generator=gen)
+    grads = []
+    for x in (logits.float().requires_grad_(), logits.clone().requires_grad_()):
+        (ppo.logprobs_from_logits(x, tokens, 0.7) * weights).sum().backward()
+        grads.append(x.grad)
+    assert grads[1].dtype == torch.bfloat16
+    torch.testing.assert_close(grads[1].float(), grads[0], rtol=1e-2, atol=1e-2)
+
+
 def test_logprobs_gradient_by_hand():
     # logits log(0.5, 0.25, 0.25), token 1: d logprob / d logit = onehot - softmax = (-0.5, 0.75, -0.25)
     logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25]]])).requires_grad_()
