@@ -127,7 +127,7 @@ def test_chunked_logprobs_and_entropy_match_a_plain_log_softmax(monkeypatch, tem
 
 
 def test_chunked_logprobs_of_bf16_logits_match_fp32(monkeypatch):
-    # bf16 logits (the bf16 head): the work is fp32 in a buffer of its own, the gradient comes back bf16
+    # bf16 logits (the bf16 head): the work is fp32 a chunk at a time, the gradient comes back bf16
     monkeypatch.setattr(ppo, "CHUNK", 3)
     gen = torch.Generator().manual_seed(1)
     logits = (3 * torch.randn(2, 4, 11, generator=gen)).bfloat16()
