@@ -28,11 +28,12 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 
-def hidden_states(lm, tok, prompts: list[str]) -> torch.Tensor:
+def hidden_states(lm, tok, prompts: list[str], system: str | None = None) -> torch.Tensor:
     """[prompts, layers + 1, hidden]: each layer's state at the position that starts the answer."""
     rows = []
     for prompt in prompts:
-        ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        ids = tok.apply_chat_template(messages, add_generation_prompt=True,
                                       return_tensors="pt", return_dict=True)["input_ids"]
         with torch.inference_mode():
             states = lm(ids, output_hidden_states=True).hidden_states
@@ -79,6 +80,7 @@ def main() -> None:
     ap.add_argument("--xstest", type=Path, default=ROOT.parent / "shared/data/xstest/xstest_prompts.csv")
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--layers", type=int, nargs="+", default=[12, 15, 18, 21, 24, 30])
+    ap.add_argument("--system", default=None, help="system prompt (default: the chat template's own)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results/harm_probe.json")
     args = ap.parse_args()
 
@@ -89,9 +91,9 @@ def main() -> None:
     train = [json.loads(line) for line in args.train.read_text().splitlines() if line.strip()]
     test = list(csv.DictReader(args.xstest.open()))
     t0 = time.time()
-    x_train = hidden_states(lm, tok, [r["prompt"] for r in train])
+    x_train = hidden_states(lm, tok, [r["prompt"] for r in train], args.system)
     y_train = torch.tensor([float(r["label"] == "harmful") for r in train])
-    x_test = hidden_states(lm, tok, [r["prompt"] for r in test])
+    x_test = hidden_states(lm, tok, [r["prompt"] for r in test], args.system)
     y_test = torch.tensor([float(r["label"] == "unsafe") for r in test])
     print(f"hidden states of {len(train)} + {len(test)} prompts in {time.time() - t0:.0f}s")
 
@@ -108,6 +110,7 @@ def main() -> None:
     args.out.write_text(json.dumps({
         "date": time.strftime("%Y-%m-%d %H:%M"), "model": args.model, "train": str(args.train.relative_to(ROOT))
         if args.train.is_relative_to(ROOT) else str(args.train), "n_train": len(train), "n_test": len(test),
+        "system": args.system,
         "layers": results}, indent=2))
     print(f"wrote {args.out}")
 

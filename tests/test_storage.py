@@ -68,6 +68,46 @@ def test_the_backward_pass_saves_the_bf16_weight_not_an_fp32_copy():
     torch.testing.assert_close(x.grad, 2 * y.detach() @ layer.weight.float(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("bias", [False, True])
+def test_a_large_weight_goes_a_block_of_rows_at_a_time_with_the_same_numbers(monkeypatch, bias):
+    layer = nn.Linear(16, 70, bias=bias)  # 1120 values: blocks of 256 // 16 = 16 rows, the last 6
+    storage.store_bf16(layer)
+    x = torch.randn(3, 4, 16, generator=torch.Generator().manual_seed(1))
+    grads = torch.randn(3, 4, 70, generator=torch.Generator().manual_seed(2))
+
+    def run():
+        layer.zero_grad(set_to_none=True)
+        xi = x.clone().requires_grad_(True)
+        y = layer(xi)
+        (y * grads).sum().backward()
+        return y, xi.grad, layer.weight.grad, None if layer.bias is None else layer.bias.grad
+
+    whole = run()
+    cast_shapes = []
+    real_float = torch.Tensor.float
+
+    def spy(t):
+        if t.dtype == torch.bfloat16 and t.dim() == 2:
+            cast_shapes.append(tuple(t.shape))
+        return real_float(t)
+
+    monkeypatch.setattr(storage, "CHUNK_VALUES", 256)
+    monkeypatch.setattr(torch.Tensor, "float", spy)
+    blocked = run()
+    monkeypatch.undo()
+    # forward and backward each cast 16-row blocks (and the 6 left), never the 70 x 16 weight
+    assert cast_shapes == [(16, 16)] * 4 + [(6, 16)] + [(16, 16)] * 4 + [(6, 16)]
+    for a, b in zip(whole, blocked):
+        if a is not None:
+            assert b.dtype == a.dtype
+            torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6)
+    # and they are the fp32 products of the bf16 weight, worked out directly
+    w = layer.weight.float()
+    torch.testing.assert_close(blocked[0], x @ w.t() + (0 if layer.bias is None else layer.bias.float()))
+    torch.testing.assert_close(blocked[1], grads @ w)
+    torch.testing.assert_close(blocked[2].float(), (grads.reshape(-1, 70).t() @ x.reshape(-1, 16)).bfloat16().float())
+
+
 def test_a_module_it_does_not_know_is_refused_by_name():
     model = nn.Sequential(nn.Linear(4, 4), nn.Conv1d(4, 4, 1))
     with pytest.raises(ValueError, match=r"'1'.*Conv1d.*master_weights"):
@@ -89,6 +129,45 @@ def test_full_finetuning_with_fp32_compute_stores_bf16_and_computes_fp32(write_r
     trainer.run()
     assert any(not torch.equal(p, before[n]) for n, p in policy.lm.named_parameters())
     assert all(p.dtype == torch.bfloat16 for p in policy.lm.parameters())
+
+
+def test_saved_activations_are_rounded_to_bf16_only_large_fp32_ones():
+    n = storage.SAVED_MIN_VALUES
+    x = torch.randn(n, generator=torch.Generator().manual_seed(3), dtype=torch.float32)
+    small = x[:100].clone()
+    w = torch.randn(n, dtype=torch.float32, requires_grad=True)
+    v = torch.randn(100, dtype=torch.float32, requires_grad=True)
+    p = nn.Parameter(torch.randn(n, dtype=torch.float32))
+    xp = x.clone().requires_grad_(True)
+    with storage.saved_in_bf16():
+        y = (x * w).sum() + (small * v).sum() + (p * xp).sum()
+    assert y.item() == pytest.approx(float((x * w).sum() + (small * v).sum() + (p * xp).sum()))  # forward exact
+    y.backward()
+    assert not torch.equal(x.bfloat16().float(), x)  # so the next line can tell the two apart
+    assert torch.equal(w.grad, x.bfloat16().float())  # dy/dw = x, as saved: rounded
+    assert torch.equal(v.grad, small)  # under SAVED_MIN_VALUES: as it was
+    assert torch.equal(xp.grad, p.detach())  # a parameter is never copied
+    assert torch.equal(p.grad, x.bfloat16().float())  # the activation xp, saved for p's gradient: rounded
+
+
+def test_storage_mode_keeps_training_activations_in_bf16_and_trims_the_heap(write_recipe, monkeypatch):
+    from ppo_term.engine import memory
+
+    recipe = load_recipe(write_recipe(), ["precision=fp32", "lora.enabled=false", "master_weights=bf16", "steps=1"])
+    trainer = make_trainer(recipe, YesReward)
+    assert trainer.policy.bf16_activations
+    entered = []
+    real = storage.saved_in_bf16
+    monkeypatch.setattr(storage, "saved_in_bf16", lambda: entered.append(torch.is_grad_enabled()) or real())
+    trims = []
+    monkeypatch.setattr(memory, "trim", lambda: trims.append(trainer.phase) or True)
+    trainer.trim_heap = True  # whatever this machine's C library
+    trainer.run()
+    assert entered and all(entered)  # the training passes, never the no-grad ones
+    assert len(trims) == 2  # after generating, after the update
+    for extra in (["master_weights=fp32"], ["lora.enabled=true"]):
+        other = make_trainer(load_recipe(write_recipe(), ["precision=fp32", "lora.enabled=false", *extra]), YesReward)
+        assert not other.policy.bf16_activations
 
 
 def test_an_unknown_module_names_the_recipe_field(write_recipe, monkeypatch):

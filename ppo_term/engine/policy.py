@@ -10,6 +10,7 @@ from typing import Iterator
 import torch
 from torch import Tensor, nn
 
+from ppo_term.engine import storage
 from ppo_term.engine.decode import decode_weights
 from ppo_term.recipe import LoraConfig
 
@@ -100,6 +101,10 @@ class Policy:
         self.train_attention = "eager" if device.type == "cpu" else None
         # training passes run each distinct prompt once and share its KV cache among its candidates
         self.share_prompts = True
+        # bf16 weights with fp32 arithmetic (`storage`): the training passes keep their saved
+        # activations in bf16 too
+        self.bf16_activations = (not self.lora and dtype == torch.float32
+                                 and any(p.dtype == torch.bfloat16 for p in lm.parameters()))
 
     @property
     def lm(self) -> nn.Module:
@@ -161,7 +166,8 @@ class Policy:
         head = lm.get_output_embeddings()
         # positions as generate() counted them: left padding does not advance the position
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        with self.autocast(), self._attention(lm):
+        saved = storage.saved_in_bf16() if self.bf16_activations and torch.is_grad_enabled() else contextlib.nullcontext()
+        with self.autocast(), self._attention(lm), saved:
             prompts = shared_prompts(input_ids, attention_mask, prompt_len) if self.share_prompts else None
             if prompts is None:
                 hidden = backbone(

@@ -5,7 +5,8 @@ weights, their frozen reference copy and AdamW's two moments hold 2.1 GB for the
 With `master_weights = "bf16"` there, `store_bf16` keeps every parameter in bf16 (the reference
 copy and the moments follow) and runs each module in fp32: a matmul casts its weight to fp32 for
 that one call, and saves the bf16 weight, not the cast, for the backward pass, which casts again.
-So no pass ever holds an fp32 copy of the model; the activations, logits and log-probs are fp32
+A weight of more than `CHUNK_VALUES` (the output head) goes a block of rows at a
+time, forward and backward. So no pass ever holds an fp32 copy of the model, nor of its head; the activations, logits and log-probs are fp32
 as with fp32 weights, and the weight gradients are rounded to bf16 like the weights.
 
 Buffers (the rotary frequencies) stay fp32. The module types it knows are below; a model with any
@@ -19,6 +20,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+# A weight larger than this (the vocabulary-wide output head: 28M values) is cast and multiplied
+# a block of rows at a time, so no pass holds its fp32 cast or fp32 gradient whole (113 MB each
+# for the default model's head); the smaller ones are cast whole
+CHUNK_VALUES = 1 << 22
+
+
+def _row_blocks(weight: Tensor) -> list[slice]:
+    rows = max(1, CHUNK_VALUES // weight.shape[1])
+    return [slice(s, s + rows) for s in range(0, weight.shape[0], rows)]
+
+
 class _Fp32Linear(torch.autograd.Function):
     """y = x W^T + b with W (and b) cast to fp32 for the call; the backward casts W again."""
 
@@ -26,17 +38,31 @@ class _Fp32Linear(torch.autograd.Function):
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.bias_dtype = None if bias is None else bias.dtype
-        return F.linear(x, weight.float(), None if bias is None else bias.float())
+        bias32 = None if bias is None else bias.float()
+        if weight.numel() <= CHUNK_VALUES:
+            return F.linear(x, weight.float(), bias32)
+        # the output's columns a block of weight rows at a time
+        return torch.cat([F.linear(x, weight[b].float(), None if bias32 is None else bias32[b])
+                          for b in _row_blocks(weight)], dim=-1)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         x, weight = ctx.saved_tensors
         grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = grad_out @ weight.float()  # dL/dx = dL/dy W
         rows = grad_out.reshape(-1, grad_out.shape[-1])
+        x_rows = x.reshape(-1, x.shape[-1])
+        blocks = [slice(None)] if weight.numel() <= CHUNK_VALUES else _row_blocks(weight)
         if ctx.needs_input_grad[1]:
-            grad_w = (rows.t() @ x.reshape(-1, x.shape[-1])).to(weight.dtype)  # dL/dW = dL/dy^T x
+            grad_w = torch.empty_like(weight)
+        for b in blocks:
+            w = weight[b].float()
+            if ctx.needs_input_grad[0]:
+                part = rows[:, b] @ w  # dL/dx = dL/dy W, summed over the blocks
+                grad_x = part if grad_x is None else grad_x.add_(part)
+            if ctx.needs_input_grad[1]:
+                grad_w[b] = rows[:, b].t() @ x_rows  # dL/dW = dL/dy^T x, rounded to the weight's dtype
+        if grad_x is not None:
+            grad_x = grad_x.reshape(*grad_out.shape[:-1], weight.shape[1])
         if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
             grad_b = rows.sum(0).to(ctx.bias_dtype)
         return grad_x, grad_w, grad_b
@@ -92,3 +118,27 @@ def store_bf16(lm: nn.Module) -> None:
             module.__class__ = _SWAP[type(module)]
     for param in lm.parameters():  # tied weights are one parameter: cast once
         param.data = param.data.to(torch.bfloat16)
+
+
+# Activations a training pass saves for its backward, at or above this many values, are kept in
+# bf16 (a layer's MLP states: 4 x 93 x 1536 in a minibatch of the default work); smaller ones,
+# and every tensor that is not fp32, are kept as they are
+SAVED_MIN_VALUES = 1 << 16
+
+
+def _pack(t: Tensor):
+    if t.dtype != torch.float32 or t.numel() < SAVED_MIN_VALUES or isinstance(t, nn.Parameter):
+        return t
+    return (t.to(torch.bfloat16),)  # a tuple marks what unpack casts back
+
+
+def _unpack(packed) -> Tensor:
+    return packed[0].float() if isinstance(packed, tuple) else packed
+
+
+def saved_in_bf16():
+    """Within this context, the fp32 activations autograd saves are rounded to bf16 and cast back
+    for the backward pass: half their memory (the largest part of a minibatch's, ~545 of ~800 MB
+    saved for the default model's full fine-tuning work). The forward values are untouched; the
+    backward's products see each saved activation rounded like the weights it meets there."""
+    return torch.autograd.graph.saved_tensors_hooks(_pack, _unpack)

@@ -76,6 +76,7 @@ class Trainer:
         self.kl_schedule = self._make_kl_schedule()
         self.sampler = self._make_sampler()
         self.kl_fixed = False  # the user fixed kl_coef from the dashboard
+        self.trim_heap = False  # set up: full fine-tuning trims the C heap between phases
         self.history: list[dict[str, Any]] = []
         self.monitor = monitor.Monitor(getattr(self.kl_schedule.params, "target", None))
 
@@ -109,8 +110,8 @@ class Trainer:
         from ppo_term.models import load_causal_lm, load_tokenizer, pick_device, resolve_model
 
         r = self.recipe
-        if not r.lora.enabled:
-            memory.tune_malloc()  # full fine-tuning's peak RSS; LoRA's is far lower and it costs LoRA time
+        # full fine-tuning's peak RSS; LoRA's is far lower and it costs LoRA time
+        self.trim_heap = not r.lora.enabled and memory.tune_malloc()
         torch.manual_seed(r.seed)
         self.rng = random.Random(r.seed)
         self.device = pick_device(r.device)
@@ -238,6 +239,8 @@ class Trainer:
         items = self.next_prompts()
         batch = generate(self.policy, self.tokenizer, items, self.sampler.plan(items, r.generation),
                          record=self.record_rollout)
+        if self.trim_heap:
+            memory.trim()  # what generating freed is not what training asks for
         t_gen = time.perf_counter() - t0
         n_generated, gen_tokens = len(batch.responses), int(batch.mask.sum().item())
         # 2. scores from the recipe's rewards; the sampler may keep a subset to train on
@@ -259,6 +262,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         metrics, token_kl = self.ppo_update(batch, kl_coef)
+        if self.trim_heap:
+            memory.trim()
         t_train = time.perf_counter() - t2
         # 4. the KL schedule sees the measured KL
         if not self.kl_fixed:
