@@ -21,8 +21,8 @@ step's to 2340 MiB but its training passes to 1.6x the time.
 from __future__ import annotations
 
 import ctypes
-import functools
 import ctypes.util
+import functools
 import platform
 
 M_MMAP_THRESHOLD = -3  # mallopt parameters, from glibc's malloc.h

@@ -166,7 +166,8 @@ class Policy:
         head = lm.get_output_embeddings()
         # positions as generate() counted them: left padding does not advance the position
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        saved = storage.saved_in_bf16() if self.bf16_activations and torch.is_grad_enabled() else contextlib.nullcontext()
+        bf16_saved = self.bf16_activations and torch.is_grad_enabled()
+        saved = storage.saved_in_bf16() if bf16_saved else contextlib.nullcontext()
         with self.autocast(), self._attention(lm), saved:
             prompts = shared_prompts(input_ids, attention_mask, prompt_len) if self.share_prompts else None
             if prompts is None:

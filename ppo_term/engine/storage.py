@@ -5,9 +5,10 @@ weights, their frozen reference copy and AdamW's two moments hold 2.1 GB for the
 With `master_weights = "bf16"` there, `store_bf16` keeps every parameter in bf16 (the reference
 copy and the moments follow) and runs each module in fp32: a matmul casts its weight to fp32 for
 that one call, and saves the bf16 weight, not the cast, for the backward pass, which casts again.
-A weight of more than `CHUNK_VALUES` (the output head) goes a block of rows at a
-time, forward and backward. So no pass ever holds an fp32 copy of the model, nor of its head; the activations, logits and log-probs are fp32
-as with fp32 weights, and the weight gradients are rounded to bf16 like the weights.
+A weight of more than `CHUNK_VALUES` (the output head) goes a block of rows at a time, forward
+and backward. So no pass ever holds an fp32 copy of the model, nor of its head; the logits and
+log-probs are fp32 as with fp32 weights, and the weight gradients are rounded to bf16 like the
+weights. Training passes keep the activations they save for backward in bf16 (`saved_in_bf16`).
 
 Buffers (the rotary frequencies) stay fp32. The module types it knows are below; a model with any
 other parametrised module is refused with the recipe field to change, not run in bf16 silently.
