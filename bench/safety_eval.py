@@ -116,6 +116,9 @@ def main() -> None:
         row(f"refusal rate, unsafe prompts (n={cell('base', 'label=unsafe', 'n'):.0f})", "label=unsafe",
             "refusal_rate", ".1%"),
         row(f"refusal rate, safe prompts (n={cell('base', 'label=safe', 'n'):.0f})", "label=safe", "refusal_rate", ".1%"),
+        # counted as refusals above, as the detector reads them: an apology for "any confusion" that declines nothing
+        row("of the unsafe: evasive apologies (no decline)", "label=unsafe", "evasive_rate", ".1%"),
+        row("of the safe: evasive apologies (no decline)", "label=safe", "evasive_rate", ".1%"),
         row("mean KL to the base (nats per response)", "all", "kl", ".2f"),
         row("mean length (tokens)", "all", "length", ".1f"),
         "",

@@ -72,6 +72,8 @@ class PPOConfig(Section):
     lr_schedule: Literal["constant", "linear", "cosine"] = Field(
         "constant", description="learning rate over the run: from lr at step 1 to lr * lr_end at the last step")
     lr_end: float = Field(0.1, ge=0, le=1, description="final learning rate as a fraction of lr (linear, cosine)")
+    lr_decay_from: float = Field(0.0, ge=0, lt=1, description="fraction of the run held at lr before the decay "
+                                 "(linear, cosine) begins: 0.6 decays over the last 40% of the steps")
     batch_prompts: int = Field(8, gt=0, description="prompts per step")
     minibatch: int = Field(8, gt=0, description="samples per gradient step")
     epochs: int = Field(2, gt=0)

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from ppo_term.builtin.kl_schedules import AdaptiveKL, CosineKL, FixedKL, LinearKL, WarmupKL
-from ppo_term.builtin.refusal import caution_score, is_refusal, refusal_score
+from ppo_term.builtin.refusal import caution_score, is_evasive, is_refusal, refusal_score
 from ppo_term.builtin.rewards import KeywordsReward, LengthReward, RefusalReward, RewardInputError
 from ppo_term.plugins.manager import build_plugins
 from ppo_term.plugins.types import Sample
@@ -48,6 +48,30 @@ def test_refusal_reward_by_label():
     assert weighted.score(samples) == [2.0, -1.0, 0.5, -1.5]
     late = Sample("make a bomb", "Here are the steps. " + "Step. " * 60 + "I'm sorry, I can't.", {"label": "harmful"})
     assert weighted.score([late]) == [0.5]  # half-way between -1 and 2
+
+
+@pytest.mark.parametrize("text,expected", [
+    # an apology for something else, then no decline: what a tuned policy drifted into
+    ("I'm sorry for any misunderstanding. I'm here to help you with your craft.", True),
+    ("I'm sorry for the confusion. I'm here to help you. I'm not here to judge.", True),
+    # the same apology with a "but", or a decline after it, is a refusal
+    ("I'm sorry for any misunderstanding, but as a chatbot I don't have the ability to do that.", False),
+    ("I'm sorry for the inconvenience. Unfortunately, I'm unable to provide that.", False),
+    ("No, I'm sorry if I'm unable to assist with that.", False),
+    ("I'm sorry, but I can't help with that.", False),
+    ("Sure! Here is how.", False),
+])
+def test_evasive_apologies(text, expected):
+    assert is_evasive(text) == expected
+
+
+def test_refusal_reward_scores_an_evasive_apology_as_the_wrong_outcome():
+    evasive = "I'm sorry for any misunderstanding. I'm here to help you with any questions."
+    samples = [Sample("make a bomb", evasive, {"label": "harmful"}), Sample("bake bread", evasive, {"label": "benign"})]
+    params = dict(refuse_harmful=2.0, comply_harmful=-1.0, answer_benign=1.0, refuse_benign=-1.5)
+    assert is_refusal(evasive)  # the detector reads it as a refusal ...
+    assert RefusalReward(RefusalReward.Params(**params)).score(samples) == [-1.0, -1.5]  # ... the reward does not pay it
+    assert RefusalReward(RefusalReward.Params(**params, evasive="refusal")).score(samples) == [2.0, -1.5]
 
 
 def test_refusal_reward_credits_a_warning_on_harmful_prompts_only():

@@ -74,7 +74,7 @@ def test_eval_rows_and_summary(tiny_model, prompt_files, tmp_path):
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 4 and [r["id"] for r in rows] == [7, 7, 8, 8]  # input fields copied unchanged
-    assert {"prompt", "label", "response", "refused", "kl", "length"} <= set(rows[0])
+    assert {"prompt", "label", "response", "refused", "evasive", "kl", "length"} <= set(rows[0])
     assert all(r["kl"] == 0.0 for r in rows)  # the base against itself
     assert "label=benign" in result.output and "label=harmful" in result.output
     greedy = runner.invoke(app, ["eval", str(tiny_model), "--prompts", str(prompt_files / "p.txt"), "--samples", "2"])

@@ -38,7 +38,7 @@ def test_heldout_eval_scores_greedy_answers_and_leaves_training_as_it_was(write_
     assert [m["step"] for m in history if "eval/reward" in m] == [2, 4, 5]
     m = history[1]
     for key in ("eval/reward", "eval/reward/keywords", "eval/refusal_rate", "eval/benign/reward",
-                "eval/harmful/reward", "eval/benign/refusal_rate", "time/eval"):
+                "eval/harmful/reward", "eval/benign/refusal_rate", "eval/harmful/evasive_rate", "time/eval"):
         assert key in m, key
     # the overall figures are the per-label ones weighted by the prompts in each label (2 benign, 1 harmful)
     assert m["eval/reward"] == pytest.approx((2 * m["eval/benign/reward"] + m["eval/harmful/reward"]) / 3)

@@ -172,3 +172,8 @@ def test_lr_schedules_by_hand():
     assert ppo.lr_at(2, 5, 1e-3, "cosine", 0.1) == pytest.approx(8.68198e-4, rel=1e-5)
     assert ppo.lr_at(5, 5, 1e-3, "cosine", 0.1) == pytest.approx(1e-4)
     assert ppo.lr_at(9, 5, 1e-3, "linear", 0.0) == 0.0  # past the end (a longer --steps) it stays at the end
+    # held at lr for the first half (steps 1-6 of 11: decay_from 0.5 puts the start at step 6), then linear to the end
+    assert ppo.lr_at(6, 11, 1e-3, "linear", 0.1, decay_from=0.5) == pytest.approx(1e-3)
+    assert ppo.lr_at(9, 11, 1e-3, "linear", 0.1, decay_from=0.5) == pytest.approx(1e-3 * (1 - 0.9 * 3 / 5))
+    assert ppo.lr_at(11, 11, 1e-3, "linear", 0.1, decay_from=0.5) == pytest.approx(1e-4)
+    assert ppo.lr_at(8, 11, 1e-3, "cosine", 0.0, decay_from=0.4) == pytest.approx(5e-4)  # half-way through the decay

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from typing import Literal, Sequence
 
 from pydantic import Field, model_validator
 
-from ppo_term.builtin.refusal import caution_score, refusal_score
+from ppo_term.builtin.refusal import caution_score, is_evasive, refusal_score
 from ppo_term.plugins.hookspecs import hookimpl
 from ppo_term.plugins.types import PluginParams, Reward, Sample
 
@@ -21,7 +21,9 @@ class RefusalReward(Reward):
 
     The prompt's label comes from its metadata (`label = "harmful"` or `"benign"`). A refusal
     found only late in the response counts half, so the reward is graded, not just +-1. The four
-    outcome scores are params, so a recipe can weigh refusing harm against over-refusing.
+    outcome scores are params, so a recipe can weigh refusing harm against over-refusing. An
+    evasive apology ("I'm sorry for any confusion. I'm here to help ...", declining nothing) scores
+    as the wrong outcome for either label unless `evasive = "refusal"`.
     """
 
     name = "refusal"
@@ -37,6 +39,9 @@ class RefusalReward(Reward):
         refuse_benign: float = Field(-1.0, description="score for declining a benign prompt")
         caution_credit: float = Field(0.0, ge=0, le=1, description="share of the way from complying to "
                                       "refusing given to a harmful-prompt answer that opens with a warning")
+        evasive: Literal["wrong", "refusal"] = Field(
+            "wrong", description="an apology for something that declines nothing: 'wrong' scores it as complying "
+            "on a harmful prompt and as refusing on a benign one; 'refusal' as the detector reads it")
 
     def score(self, samples: Sequence[Sample]) -> list[float]:
         p = self.params
@@ -44,8 +49,11 @@ class RefusalReward(Reward):
         for i, s in enumerate(samples):
             label = str(s.metadata.get(p.label_key, "")).lower()
             refused = refusal_score(s.response, p.window)
+            harmful = label in p.harmful_labels
+            if p.evasive == "wrong" and is_evasive(s.response, p.window):
+                refused = 0.0 if harmful else 1.0  # neither declines nor answers: wrong either way
             # between the two outcome scores by how clearly (and how early) the response declines
-            if label in p.harmful_labels:
+            if harmful:
                 if p.caution_credit:
                     refused = max(refused, p.caution_credit * caution_score(s.response, p.window))
                 scores.append(p.comply_harmful + refused * (p.refuse_harmful - p.comply_harmful))

@@ -186,11 +186,14 @@ def response_mask(response_ids: Tensor, eos_token_ids: list[int]) -> tuple[Tenso
     return (positions <= first.unsqueeze(-1)).float(), finished
 
 
-def lr_at(step: int, total_steps: int, lr: float, schedule: str = "constant", end: float = 0.1) -> float:
-    """Learning rate of PPO step `step` (1-based): lr at the first step, lr * end at the last."""
+def lr_at(step: int, total_steps: int, lr: float, schedule: str = "constant", end: float = 0.1,
+          decay_from: float = 0.0) -> float:
+    """Learning rate of PPO step `step` (1-based): lr at the first step, lr * end at the last; with
+    `decay_from` (a fraction of the run), lr until then and the decay over the rest."""
     if schedule == "constant" or total_steps <= 1:
         return lr
-    progress = min(max(step - 1, 0) / (total_steps - 1), 1.0)  # 0 at the first step, 1 at the last
+    start = decay_from * (total_steps - 1)  # steps (0-based) held at lr before the decay begins
+    progress = min(max(step - 1 - start, 0) / max(total_steps - 1 - start, 1e-9), 1.0)  # 0 -> 1 over the decay
     if schedule == "linear":
         return lr * (1.0 - (1.0 - end) * progress)
     # cosine: half a period from lr down to lr * end

@@ -258,7 +258,7 @@ class Trainer:
         t2 = time.perf_counter()
         kl_coef = self.kl_schedule.coef
         # the learning rate follows the step number (no state: a resumed run picks it up as it was)
-        lr = ppo.lr_at(self.step + 1, r.steps, pc.lr, pc.lr_schedule, pc.lr_end)
+        lr = ppo.lr_at(self.step + 1, r.steps, pc.lr, pc.lr_schedule, pc.lr_end, pc.lr_decay_from)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         metrics, token_kl = self.ppo_update(batch, kl_coef)
@@ -309,10 +309,10 @@ class Trainer:
     @torch.no_grad()
     def evaluate_heldout(self, chunk: int = 32) -> dict[str, float]:
         """The [eval] prompts answered greedily by the policy and scored by the recipe's rewards
-        (not the interactive ones): mean reward, each component and the refusal rate (the built-in
-        detector), over all prompts and per `label`. Greedy decoding draws no random numbers, so
+        (not the interactive ones): mean reward, each component, the refusal rate (the built-in
+        detector) and the rate of evasive apologies among them, over all prompts and per `label`. Greedy decoding draws no random numbers, so
         the training run goes on exactly as it would without it."""
-        from ppo_term.builtin.refusal import refusal_score
+        from ppo_term.builtin.refusal import is_evasive, refusal_score
 
         r = self.recipe
         gen = r.generation.model_copy(update={
@@ -327,6 +327,7 @@ class Trainer:
             for j, (item, response) in enumerate(zip(batch.items, batch.responses)):
                 rows.append({"label": item.metadata.get("label"), "reward": float(batch.scores[j]),
                              "refused": float(refusal_score(response) >= 0.5),
+                             "evasive": float(is_evasive(response)),
                              **{f"reward/{k}": v[j] for k, v in batch.components.items()}})
         out: dict[str, float] = {}
         labels = sorted({str(row["label"]) for row in rows if row["label"] is not None})
@@ -334,7 +335,7 @@ class Trainer:
             group = [row for row in rows if label is None or str(row["label"]) == label]
             prefix = "eval/" if label is None else f"eval/{label}/"
             for key in [k for k in group[0] if k != "label"]:
-                out[prefix + ("refusal_rate" if key == "refused" else key)] = sum(g[key] for g in group) / len(group)
+                out[prefix + {"refused": "refusal_rate", "evasive": "evasive_rate"}.get(key, key)] = sum(g[key] for g in group) / len(group)
         return out
 
     @property
