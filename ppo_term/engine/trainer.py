@@ -310,8 +310,8 @@ class Trainer:
     def evaluate_heldout(self, chunk: int = 32) -> dict[str, float]:
         """The [eval] prompts answered greedily by the policy and scored by the recipe's rewards
         (not the interactive ones): mean reward, each component, the refusal rate (the built-in
-        detector) and the rate of evasive apologies among them, over all prompts and per `label`. Greedy decoding draws no random numbers, so
-        the training run goes on exactly as it would without it."""
+        detector) and the share of evasive apologies, over all prompts and per `label`. Greedy
+        decoding draws no random numbers, so the training run goes on exactly as it would without it."""
         from ppo_term.builtin.refusal import is_evasive, refusal_score
 
         r = self.recipe
