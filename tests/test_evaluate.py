@@ -111,6 +111,7 @@ def test_compare_json_and_html(tuned_run, tiny_model, prompt_files, tmp_path):
     tables = runner.invoke(app, ["compare", str(tiny_model), str(tuned_run), "--prompts", str(prompt_files / "p.txt"),
                                  "--max-new-tokens", "4"])
     assert tables.exit_code == 0 and "responses" in tables.output and "refusal_rate" in tables.output
+    assert "evasive_rate" in tables.output
 
 
 def test_shift_one_prompt_and_groups(tuned_run, prompt_files, tmp_path):
