@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ppo_term.builtin.refusal import is_evasive, refusal_score
+from ppo_term.builtin.refusal import judge
 from ppo_term.engine import ppo
 from ppo_term.engine.decode import decode_weights
 from ppo_term.engine.rollout import (Batch, candidates_cache, chat_text, eos_ids, prompt_cache, sampling_kwargs,
@@ -191,7 +191,7 @@ def evaluate(loaded: LoadedTarget, items: list[PromptItem], samples: int = 1, ma
         kl = ((lp - ref_lp) * batch.mask).sum(-1)
         for j, (item, response) in enumerate(zip(batch.items, batch.responses)):
             row = {"prompt": item.prompt, **item.metadata, "response": response,
-                   "refused": refusal_score(response) >= 0.5, "evasive": is_evasive(response), "kl": float(kl[j]),
+                   **judge(response), "kl": float(kl[j]),
                    "length": int(batch.mask[j].sum()), "finished": bool(batch.finished[j])}
             if rewards:
                 row["reward"] = float(batch.scores[j])

@@ -312,7 +312,7 @@ class Trainer:
         (not the interactive ones): mean reward, each component, the refusal rate (the built-in
         detector) and the share of evasive apologies, over all prompts and per `label`. Greedy
         decoding draws no random numbers, so the training run goes on exactly as it would without it."""
-        from ppo_term.builtin.refusal import is_evasive, refusal_score
+        from ppo_term.builtin.refusal import judge
 
         r = self.recipe
         gen = r.generation.model_copy(update={
@@ -326,8 +326,7 @@ class Trainer:
             score(rewards, batch, r.ppo.no_eos_penalty)
             for j, (item, response) in enumerate(zip(batch.items, batch.responses)):
                 rows.append({"label": item.metadata.get("label"), "reward": float(batch.scores[j]),
-                             "refused": float(refusal_score(response) >= 0.5),
-                             "evasive": float(is_evasive(response)),
+                             **judge(response),
                              **{f"reward/{k}": v[j] for k, v in batch.components.items()}})
         out: dict[str, float] = {}
         labels = sorted({str(row["label"]) for row in rows if row["label"] is not None})
