@@ -13,7 +13,8 @@
 # bench/compare_trl.py; steps, ppo_step.py in fp32 and on the safety recipe; run, a headless run;
 # record, the rollout tests on CUDA and bench/old_logprobs.py there (bf16 and fp32) with LoRA steps
 # recording or recomputing the old log-probs; decode, bench/gpu_decode.py (dynamic against static
-# KV cache); master, full fine-tuning with fp32 master weights and bf16 compute.
+# KV cache); master, full fine-tuning with fp32 master weights and bf16 compute; compile,
+# bench/compile_train.py (a training minibatch, eager against a torch.compile'd backbone).
 #
 # WHEELS_DIR/pt: wheels of ppo-term's dependencies the machine lacks (installed to /tmp/ptsite);
 # WHEELS_DIR/trl: TRL 0.11.4 and the versions it needs (transformers 4.46, ...; ../shared's
@@ -63,8 +64,8 @@ if want compare && [ -d "$WHEELS/trl" ] && [ -f "$HARNESS/bench_ppo.py" ]; then
   install "$WHEELS/trl" /tmp/trlsite
   printf '#!/bin/sh\nPYTHONPATH=/tmp/trlsite exec python3 "$@"\n' > /tmp/trl-python && chmod +x /tmp/trl-python
   /tmp/trl-python -c "import trl, transformers; print('trl', trl.__version__, 'transformers', transformers.__version__)"
-  timeout 330 python3 bench/compare_trl.py --model "$MODEL" --trl-python /tmp/trl-python --trl-model /tmp/trl-model \
-    --harness "$HARNESS" --rounds 1 --warmup 1 --steps 5 --json "$OUT/compare_trl-gpu.json" --work /tmp/cmp 2>&1 | tail -12
+  timeout ${COMPARE_TIMEOUT:-330} python3 bench/compare_trl.py --model "$MODEL" --trl-python /tmp/trl-python --trl-model /tmp/trl-model \
+    --harness "$HARNESS" --rounds 1 --warmup 1 --steps ${COMPARE_STEPS:-5} --json "$OUT/compare_trl-gpu.json" --work /tmp/cmp 2>&1 | tail -12
   grep -v -i warn /tmp/cmp/log.txt | tail -c 60000 > "$OUT/compare_trl-gpu.log"
 fi
 
@@ -99,6 +100,14 @@ if want decode; then
   echo "== gpu_decode: dynamic against static KV cache"
   timeout 200 python3 bench/gpu_decode.py --model "$MODEL" --rounds 5 --json "$OUT/gpu_decode.json" 2>&1 \
     | grep -v -i warn | grep -E 'ratio|median_s|first_call|Error|error' | tail -12
+fi
+
+if want compile; then
+  for variant in lora full; do
+    echo "== compile_train $variant (bf16)"
+    PYTHONPATH=.:${PYTHONPATH:-} timeout ${COMPILE_TIMEOUT:-120} python3 bench/compile_train.py --model "$MODEL" --device cuda \
+      $([ $variant = full ] && echo --full) --json "$OUT/compile_train-$variant.json" 2>&1 | grep -v -i warn | tail -6
+  done
 fi
 
 if want run; then

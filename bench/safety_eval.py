@@ -15,6 +15,7 @@ checkpoint is the tuned model and the last step's is evaluated beside it. Writes
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import subprocess
 import sys
@@ -34,6 +35,20 @@ def soup_line(path: Path) -> str | None:
         f"`{Path(m['checkpoint']).parent.parent.name}/{Path(m['checkpoint']).name}` x {m['weight']:g}" for m in members) + "."
 
 
+def claim_run_dir(path: Path) -> Path:
+    """An empty directory of its own for the run (`ppo-term run` takes an empty one): evaluations
+    started in the same second, seeds side by side, get `NAME-2`, `NAME-3`, ..."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for i in itertools.count(1):
+        candidate = path if i == 1 else path.with_name(f"{path.name}-{i}")
+        try:
+            candidate.mkdir()  # atomic: of two processes only one creates it
+            return candidate
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", default="recipes/safety.toml")
@@ -50,7 +65,7 @@ def main() -> None:
     train_s = None
     run = args.run
     if run is None:
-        run = ROOT / "runs" / f"safety-eval-{time.strftime('%Y%m%d-%H%M%S')}"
+        run = claim_run_dir(ROOT / "runs" / f"safety-eval-{time.strftime('%Y%m%d-%H%M%S')}")
         cmd = ["ppo-term", "run", args.recipe, "--headless", "--run-dir", str(run)]
         for o in args.overrides:
             cmd += ["--set", o]
