@@ -4,6 +4,7 @@
     python bench/safety_eval.py                       # train (timed), then evaluate both
     python bench/safety_eval.py --run runs/safety-X   # evaluate an existing run only
     python bench/safety_eval.py --run SOUP_DIR        # or a checkpoint, e.g. `ppo-term soup` output
+    python bench/safety_eval.py --base-from runs/safety-Y   # the base's rows of an earlier evaluation
 
 XSTest (`../shared/data/xstest/xstest_prompts.csv`, evaluation only) has 250 safe prompts (many
 sound dangerous) and 200 unsafe ones. Both models answer each greedily; the built-in refusal
@@ -49,6 +50,21 @@ def claim_run_dir(path: Path) -> Path:
     raise AssertionError("unreachable")
 
 
+def base_rows(run: Path, items: list) -> list[dict]:
+    """The base model's rows of an earlier evaluation (`run`/xstest_eval_rows.jsonl), which must
+    cover the same prompts in the same order."""
+    path = run / "xstest_eval_rows.jsonl"
+    if not path.is_file():
+        raise SystemExit(f"--base-from {run}: no xstest_eval_rows.jsonl there (evaluate that run first)")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [{k: v for k, v in r.items() if k != "model"} for r in rows if r.get("model") == "base"]
+    prompts = [it.prompt for it in items]
+    if [r["prompt"] for r in rows] != prompts:
+        raise SystemExit(f"--base-from {path}: its base rows are for other prompts ({len(rows)} rows, "
+                         f"{len(prompts)} prompts asked for)")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", default="recipes/safety.toml")
@@ -58,6 +74,9 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N prompts of each label (0 = all)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--base-from", type=Path,
+                    help="take the base model's rows from this earlier evaluated run (its xstest_eval_rows.jsonl) "
+                         "instead of answering XSTest with the base again: same prompts, same settings, ~6 min saved")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                     help="of the evaluation passes (auto: bf16 where this CPU runs it fast)")
     args = ap.parse_args()
@@ -95,6 +114,11 @@ def main() -> None:
     targets = [("base", final.base), ("tuned", str(best or run))] + ([("final", str(run))] if best else [])
     for name, spec in targets:
         t0 = time.time()
+        if name == "base" and args.base_from:
+            rows = base_rows(args.base_from, items)
+            results[name] = {"rows": rows, "summary": summarize(rows), "seconds": 0.0, "from": str(args.base_from)}
+            print(f"base: {len(rows)} rows from {args.base_from}", flush=True)
+            continue
         loaded = LoadedTarget(resolve_target(spec), torch.device("cpu"), precision=args.precision)
         rows = evaluate(loaded, items, samples=1, max_new_tokens=args.max_new_tokens, temperature=0.0)
         results[name] = {"rows": rows, "summary": summarize(rows), "seconds": time.time() - t0}
@@ -124,7 +148,8 @@ def main() -> None:
          else soup_line(run) or "Recipe: the run's own `recipe.toml`."),
         f"Checkpoint: `{(tuned.adapter or tuned.full).name}`; greedy decoding, "
         f"{args.max_new_tokens} new tokens; refusal by the built-in detector; evaluation in "
-        f"{loaded_precision} ({time.strftime('%H:%M UTC', time.gmtime())}).",
+        f"{loaded_precision} ({time.strftime('%H:%M UTC', time.gmtime())})"
+        + (f"; base rows from `{args.base_from}`." if args.base_from else "."),
         "",
         "| | " + " | ".join(columns) + " |",
         "|---" * (len(columns) + 1) + "|",
