@@ -16,7 +16,6 @@ checkpoint is the tuned model and the last step's is evaluated beside it. Writes
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import subprocess
 import sys
@@ -40,14 +39,14 @@ def claim_run_dir(path: Path) -> Path:
     """An empty directory of its own for the run (`ppo-term run` takes an empty one): evaluations
     started in the same second, seeds side by side, get `NAME-2`, `NAME-3`, ..."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    for i in itertools.count(1):
-        candidate = path if i == 1 else path.with_name(f"{path.name}-{i}")
+    candidate, i = path, 1
+    while True:
         try:
             candidate.mkdir()  # atomic: of two processes only one creates it
             return candidate
         except FileExistsError:
-            continue
-    raise AssertionError("unreachable")
+            i += 1
+            candidate = path.with_name(f"{path.name}-{i}")
 
 
 def base_rows(run: Path, items: list) -> list[dict]:
@@ -76,7 +75,8 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--base-from", type=Path,
                     help="take the base model's rows from this earlier evaluated run (its xstest_eval_rows.jsonl) "
-                         "instead of answering XSTest with the base again: same prompts, same settings, ~6 min saved")
+                         "instead of answering XSTest with the base again (~6 min saved; the prompts are checked, "
+                         "--max-new-tokens and --precision are not: use the ones that run was evaluated with)")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                     help="of the evaluation passes (auto: bf16 where this CPU runs it fast)")
     args = ap.parse_args()
