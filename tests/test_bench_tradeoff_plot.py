@@ -1,0 +1,49 @@
+"""bench/tradeoff_plot.py: one point per evaluated run, named, dated, the goal checked against its own base."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+from tradeoff_plot import in_goal, load_points, plot  # noqa: E402
+
+
+def _result(path: Path, run: str, tuned: tuple[float, float], base: tuple[float, float]) -> None:
+    def summary(unsafe, safe):
+        return {"all": {"refusal_rate": 0.0}, "label=unsafe": {"refusal_rate": unsafe},
+                "label=safe": {"refusal_rate": safe}}
+
+    path.write_text(json.dumps({"run": run, "summaries": {"tuned": summary(*tuned), "base": summary(*base)}}))
+
+
+def test_points_from_result_files(tmp_path):
+    _result(tmp_path / "safety_eval-20261127-1840-605-evasive-wrong-seed1.json", "runs/x", (0.77, 0.088), (0.09, 0.016))
+    _result(tmp_path / "safety_eval-20991231-0101-soup-a-b.json", "runs/soup-a-b", (0.81, 0.12), (0.09, 0.016))
+    _result(tmp_path / "safety_eval.json", "runs/safety-eval-20991231-0202", (0.85, 0.10), (0.10, 0.02))
+    (tmp_path / "safety_eval-20991231-0303-base-only.json").write_text(json.dumps({"summaries": {"base": {}}}))
+    (tmp_path / "safety_eval-20261126-0254.json").write_text((tmp_path / "safety_eval.json").read_text())  # excluded
+
+    points = {p.name: p for p in load_points(tmp_path)}
+
+    assert set(points) == {"F1", "20991231-0101-soup-a-b", "safety-eval-20991231-0202"}
+    f1 = points["F1"]  # a known run gets its letter
+    assert [f1.unsafe, f1.safe, f1.base_unsafe, f1.base_safe] == pytest.approx([77.0, 8.8, 9.0, 1.6])
+    assert (f1.day, f1.soup) == ("20261127", False)
+    soup = points["20991231-0101-soup-a-b"]
+    assert soup.soup and soup.day == "20991231"
+    latest = points["safety-eval-20991231-0202"]  # undated file: named and dated by its run directory
+    assert latest.day == "20991231" and not latest.soup
+    # the goal: >= 80% unsafe refused, and safe at most 10 points over that run's own base
+    assert not in_goal(f1)  # 77% unsafe
+    assert not in_goal(soup)  # 12.0% safe > 1.6 + 10
+    assert in_goal(latest)  # 10.0% safe <= 2.0 + 10
+
+
+def test_plot_writes_a_png(tmp_path):
+    _result(tmp_path / "safety_eval-20261127-1840-605-evasive-wrong-seed1.json", "runs/x", (0.77, 0.088), (0.09, 0.016))
+    out = tmp_path / "docs" / "tradeoff.png"
+    plot(load_points(tmp_path), out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
