@@ -38,6 +38,7 @@ NAMES = {
     "20261127-1840-605-evasive-wrong-seed1": "F1", "20261127-1935-soup-E0-E1": "E0+E1",
     "20261127-1959-605-evasive-wrong-seed2": "F2", "20261127-2040-soup-F0-F1": "F0+F1",
     "20261127-2107-812-seed0": "G0", "20261127-2107-812-seed1": "G1",
+    "20261127-2201-605-seed3": "F3", "20261127-2201-605-seed4": "F4",
     # the undated bench/results/safety_eval.json, by its run directory
     "safety-eval-20261127-184242": "F0",
 }
