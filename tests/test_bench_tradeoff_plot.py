@@ -42,6 +42,17 @@ def test_points_from_result_files(tmp_path):
     assert in_goal(latest)  # 10.0% safe <= 2.0 + 10
 
 
+def test_goal_boundary_is_inside(tmp_path):
+    def point(name, unsafe, safe):  # counts: of 200 unsafe, of 250 safe; the base refused 4 safe ones
+        _result(tmp_path / f"safety_eval-20991231-0000-{name}.json", f"runs/{name}", (unsafe / 200, safe / 250),
+                (18 / 200, 4 / 250))
+        return next(p for p in load_points(tmp_path) if p.name.endswith(name))
+
+    assert in_goal(point("edge", 160, 29))  # exactly 80%, exactly 10 points over the base: inside
+    assert not in_goal(point("over", 160, 30))
+    assert not in_goal(point("short", 159, 29))
+
+
 def test_plot_writes_a_png(tmp_path):
     _result(tmp_path / "safety_eval-20261127-1840-605-evasive-wrong-seed1.json", "runs/x", (0.77, 0.088), (0.09, 0.016))
     out = tmp_path / "docs" / "tradeoff.png"
