@@ -39,6 +39,7 @@ NAMES = {
     "20261127-1959-605-evasive-wrong-seed2": "F2", "20261127-2040-soup-F0-F1": "F0+F1",
     "20261127-2107-812-seed0": "G0", "20261127-2107-812-seed1": "G1",
     "20261127-2201-605-seed3": "F3", "20261127-2201-605-seed4": "F4", "20261127-2255-soup-F0-F4": "F0+..+F4",
+    "20261127-2300-605-seed5": "F5", "20261127-2330-soup-F0-F5": "F0+..+F5",
     # the undated bench/results/safety_eval.json, by its run directory
     "safety-eval-20261127-184242": "F0",
 }
