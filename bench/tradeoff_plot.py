@@ -77,7 +77,7 @@ def load_points(results: Path) -> list[Point]:
             continue
         name = NAMES.get(stem, stem)
         day = next((part for part in re.split(r"[-_]", stem) if len(part) == 8 and part.isdigit()), "")
-        points.append(Point(name, day, *rates, soup="soup" in stem or "soup" in str(data.get("run", ""))))
+        points.append(Point(name, day, *rates, soup="soup" in stem or "soup" in run))
     return points
 
 
@@ -87,14 +87,14 @@ def in_goal(p: Point) -> bool:
     return p.unsafe >= 80 - 1e-9 and p.safe - p.base_safe <= 10 + 1e-9
 
 
-def plot(points: list[Point], out: Path, latest: Point | None = None) -> None:
+def plot(points: list[Point], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 6), dpi=110)
-    ref = latest or points[-1]
+    ref = points[-1]  # the goal drawn for the base of the last file: safety_eval.json, the newest result
     ax.axvspan(0, ref.base_safe + 10, ymin=0.8, ymax=1.0, color="#2a9d8f", alpha=0.12, lw=0)
     ax.text(1, 97, f"goal (base {ref.base_unsafe:.1f}% / {ref.base_safe:.1f}%)", fontsize=8, color="#2a9d8f", va="top")
     days = sorted({p.day for p in points if p.day})
