@@ -5,6 +5,8 @@
     python bench/safety_eval.py --run runs/safety-X   # evaluate an existing run only
     python bench/safety_eval.py --run SOUP_DIR        # or a checkpoint, e.g. `ppo-term soup` output
     python bench/safety_eval.py --base-from runs/safety-Y   # the base's rows of an earlier evaluation
+    python bench/safety_eval.py --seeds 0-5           # a run per seed, their soup evaluated (`ppo-term soup`)
+    python bench/safety_eval.py --seeds 0-5 --parallel 2 --each   # two at a time; each member evaluated too
 
 XSTest (`../shared/data/xstest/xstest_prompts.csv`, evaluation only) has 250 safe prompts (many
 sound dangerous) and 200 unsafe ones. Both models answer each greedily; the built-in refusal
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -49,6 +52,60 @@ def claim_run_dir(path: Path) -> Path:
             candidate = path.with_name(f"{path.name}-{i}")
 
 
+def parse_seeds(text: str) -> list[int]:
+    """`0-5` or `0,2,7` (or both: `0-2,7`) as a list of seeds."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        lo, sep, hi = part.strip().partition("-")
+        try:
+            seeds += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
+        except ValueError:
+            raise SystemExit(f"--seeds {text!r}: expected seeds like 0-5 or 0,2,7") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise SystemExit(f"--seeds {text!r}: expected distinct seeds like 0-5 or 0,2,7")
+    return seeds
+
+
+def train_command(recipe: str, overrides: list[str], run: Path) -> list[str]:
+    cmd = ["ppo-term", "run", recipe, "--headless", "--run-dir", str(run)]
+    for o in overrides:
+        cmd += ["--set", o]
+    return cmd
+
+
+def train_seeds(recipe: str, overrides: list[str], seeds: list[int], parallel: int, runs_dir: Path,
+                stamp: str) -> list[dict]:
+    """One run of the recipe per seed, `parallel` at a time (each on its share of the CPU's threads);
+    returns each run's directory and training time. A member that fails stops the whole (its run
+    directory, with what it wrote, stays)."""
+    threads = max(1, (os.cpu_count() or 1) // parallel)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if parallel > 1 else None
+    pending = list(seeds)
+    running: list[tuple[dict, subprocess.Popen]] = []
+    done: list[dict] = []
+    while pending or running:
+        while pending and len(running) < parallel:
+            seed = pending.pop(0)
+            run = claim_run_dir(runs_dir / f"safety-eval-{stamp}-seed{seed}")
+            cmd = train_command(recipe, overrides + [f"seed={seed}"], run)
+            print(f"training seed {seed}:", " ".join(cmd), flush=True)
+            running.append(({"seed": seed, "run": run, "start": time.time()}, subprocess.Popen(cmd, env=env)))
+        time.sleep(0.2)
+        for member, proc in list(running):
+            if proc.poll() is None:
+                continue
+            running.remove((member, proc))
+            if proc.returncode != 0:
+                for _, other in running:
+                    other.terminate()
+                raise SystemExit(f"seed {member['seed']}: `ppo-term run` exited {proc.returncode} "
+                                 f"(its run directory: {member['run']})")
+            member["train_seconds"] = time.time() - member.pop("start")
+            print(f"seed {member['seed']}: trained in {member['train_seconds'] / 60:.1f} min", flush=True)
+            done.append(member)
+    return sorted(done, key=lambda m: seeds.index(m["seed"]))
+
+
 def base_rows(run: Path, items: list) -> list[dict]:
     """The base model's rows of an earlier evaluation (`run`/xstest_eval_rows.jsonl), which must
     cover the same prompts in the same order."""
@@ -79,15 +136,33 @@ def main() -> None:
                          "--max-new-tokens and --precision are not: use the ones that run was evaluated with)")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                     help="of the evaluation passes (auto: bf16 where this CPU runs it fast)")
+    ap.add_argument("--seeds", type=parse_seeds,
+                    help="train the recipe once per seed (e.g. 0-5) and evaluate the soup of the runs "
+                         "(equal weights, `ppo-term soup`) as the tuned model")
+    ap.add_argument("--parallel", type=int, default=1, help="with --seeds: runs trained side by side")
+    ap.add_argument("--each", action="store_true", help="with --seeds: evaluate every member beside the soup")
     args = ap.parse_args()
+    if args.seeds and args.run:
+        raise SystemExit("--seeds trains new runs; --run evaluates an existing one: give one of them")
+    if args.parallel < 1:
+        raise SystemExit(f"--parallel {args.parallel}: expected 1 or more")
 
     train_s = None
+    members: list[dict] = []
     run = args.run
-    if run is None:
-        run = claim_run_dir(ROOT / "runs" / f"safety-eval-{time.strftime('%Y%m%d-%H%M%S')}")
-        cmd = ["ppo-term", "run", args.recipe, "--headless", "--run-dir", str(run)]
-        for o in args.overrides:
-            cmd += ["--set", o]
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    if args.seeds:
+        from ppo_term.soup import make_soup
+
+        t0 = time.time()
+        members = train_seeds(args.recipe, args.overrides, args.seeds, args.parallel, ROOT / "runs", stamp)
+        train_s = time.time() - t0
+        run = claim_run_dir(ROOT / "runs" / f"soup-{stamp}")
+        make_soup([str(m["run"]) for m in members], run)
+        print(f"trained {len(members)} runs in {train_s / 60:.1f} min; their soup: {run}", flush=True)
+    elif run is None:
+        run = claim_run_dir(ROOT / "runs" / f"safety-eval-{stamp}")
+        cmd = train_command(args.recipe, args.overrides, run)
         print("training:", " ".join(cmd), flush=True)
         t0 = time.time()
         subprocess.run(cmd, check=True)
@@ -112,6 +187,7 @@ def main() -> None:
     tuned = resolve_target(str(best)) if best else final
     results = {}
     targets = [("base", final.base), ("tuned", str(best or run))] + ([("final", str(run))] if best else [])
+    targets += [(f"seed {m['seed']}", str(m["run"])) for m in members] if args.each else []
     for name, spec in targets:
         t0 = time.time()
         if name == "base" and args.base_from:
@@ -136,16 +212,24 @@ def main() -> None:
         state = Path(target.adapter or target.full) / "trainer_state.json"
         return json.loads(state.read_text())["step"] if state.is_file() else None  # a soup has no step
 
-    columns = ["base", f"tuned (best on the held-out prompts: step {step_of(tuned)})" if best else "tuned"]
+    columns = ["base", f"tuned (best on the held-out prompts: step {step_of(tuned)})" if best
+               else f"soup of seeds {', '.join(str(m['seed']) for m in members)}" if members else "tuned"]
     columns += [f"final (step {step_of(final)})"] if best else []
+    columns += [name for name in results if name.startswith("seed ")]
+    if members:
+        times = [m["train_seconds"] / 60 for m in members]
+        trained = (f", {len(members)} runs trained in {train_s / 60:.1f} min on this machine (each "
+                   f"{min(times):.1f}-{max(times):.1f} min, {args.parallel} at a time)")
+    else:
+        trained = f", trained in {train_s / 60:.1f} min on this machine" if train_s else ""
 
+    recipe_line = (f"Recipe: `{args.recipe}`" + "".join(f" `--set {o}`" for o in args.overrides) + "."
+                   if train_s else None)
     lines = [
         f"# Safety recipe on XSTest ({time.strftime('%Y-%m-%d')})",
         "",
-        f"Run: `{run.relative_to(ROOT) if run.is_relative_to(ROOT) else run}`"
-        + (f", trained in {train_s / 60:.1f} min on this machine" if train_s else ""),
-        (f"Recipe: `{args.recipe}`" + "".join(f" `--set {o}`" for o in args.overrides) + "." if train_s
-         else soup_line(run) or "Recipe: the run's own `recipe.toml`."),
+        f"Run: `{run.relative_to(ROOT) if run.is_relative_to(ROOT) else run}`" + trained,
+        " ".join(filter(None, [recipe_line, soup_line(run)])) or "Recipe: the run's own `recipe.toml`.",
         f"Checkpoint: `{(tuned.adapter or tuned.full).name}`; greedy decoding, "
         f"{args.max_new_tokens} new tokens; refusal by the built-in detector; evaluation in "
         f"{loaded_precision} ({time.strftime('%H:%M UTC', time.gmtime())})"
@@ -177,6 +261,7 @@ def main() -> None:
     (args.out / "safety_eval.json").write_text(json.dumps(
         {"run": str(run), "recipe": args.recipe, "overrides": args.overrides, "train_seconds": train_s,
          "checkpoints": {"tuned": step_of(tuned), **({"final": step_of(final)} if best else {})},
+         "members": [{**m, "run": str(m["run"])} for m in members],
          "summaries": {k: v["summary"] for k, v in results.items()}}, indent=2))
     # the rows quote XSTest in full: they stay in the (git-ignored) run directory
     with (run / "xstest_eval_rows.jsonl").open("w") as f:

@@ -40,13 +40,16 @@ NAMES = {
     "20261127-2107-812-seed0": "G0", "20261127-2107-812-seed1": "G1",
     "20261127-2201-605-seed3": "F3", "20261127-2201-605-seed4": "F4", "20261127-2255-soup-F0-F4": "F0+..+F4",
     "20261127-2300-605-seed5": "F5", "20261127-2330-soup-F0-F5": "F0+..+F5",
+    "20261127-2346-soup-F0-steps-60-80-90": "F0@60+80+90", "20261127-2346-soup-F4-x0.7": "0.7 F4",
+    "20261128-0005-soup-F0-F2": "F0+F1+F2", "20261128-0005-soup-F3-F5": "F3+F4+F5",
     # the undated bench/results/safety_eval.json, by its run directory
     "safety-eval-20261127-184242": "F0",
 }
 
 # counted by the refusal detector before its two fixes (README: "The detector was gamed twice"): not comparable
 EXCLUDED = {"20261126-0254", "20261126-0328"}
-DAYS = {"20261126": "2026-11-26: AVX-512 CPU, bf16", "20261127": "2026-11-27: AVX2 CPU, fp32"}
+DAYS = {"20261126": "2026-11-26: AVX-512 CPU, bf16", "20261127": "2026-11-27: AVX2 CPU, fp32",
+        "20261128": "2026-11-28: AVX2 CPU, fp32"}
 
 
 @dataclass
@@ -93,16 +96,23 @@ def plot(points: list[Point], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 6), dpi=110)
+    fig, ax = plt.subplots(figsize=(10, 7.5), dpi=100)
     ref = points[-1]  # the goal drawn for the base of the last file: safety_eval.json, the newest result
     ax.axvspan(0, ref.base_safe + 10, ymin=0.8, ymax=1.0, color="#2a9d8f", alpha=0.12, lw=0)
     ax.text(1, 97, f"goal (base {ref.base_unsafe:.1f}% / {ref.base_safe:.1f}%)", fontsize=8, color="#2a9d8f", va="top")
     days = sorted({p.day for p in points if p.day})
     colors = {d: c for d, c in zip(days, ["#8d99ae", "#e76f51", "#264653", "#f4a261"])}
+    labelled: list[Point] = []
     for p in points:
         color = colors.get(p.day, "#e63946")
         ax.scatter(p.safe, p.unsafe, marker="D" if p.soup else "o", s=36, color=color, zorder=3)
-        ax.annotate(p.name, (p.safe, p.unsafe), textcoords="offset points", xytext=(4, 3), fontsize=7, color=color)
+        # soups are labelled on the left, runs on the right; a label next to an earlier one of its
+        # side goes a line lower
+        near = sum(q.soup == p.soup and abs(q.safe - p.safe) < 2.5 and abs(q.unsafe - p.unsafe) < 1.5
+                   for q in labelled)
+        labelled.append(p)
+        ax.annotate(p.name, (p.safe, p.unsafe), textcoords="offset points", xytext=(-4 if p.soup else 4, 3 - 8 * near),
+                    ha="right" if p.soup else "left", fontsize=7, color=color)
     for day, color in colors.items():
         ax.scatter([], [], color=color, label=DAYS.get(day, f"{day[:4]}-{day[4:6]}-{day[6:]}"))
     ax.scatter([], [], marker="D", color="black", label="soup of runs")
