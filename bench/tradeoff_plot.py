@@ -42,9 +42,13 @@ NAMES = {
     "20261127-2300-605-seed5": "F5", "20261127-2330-soup-F0-F5": "F0+..+F5",
     "20261127-2346-soup-F0-steps-60-80-90": "F0@60+80+90", "20261127-2346-soup-F4-x0.7": "0.7 F4",
     "20261128-0005-soup-F0-F2": "F0+F1+F2", "20261128-0005-soup-F3-F5": "F3+F4+F5",
+    "20261128-0009-seeds6-9-soup": "F6+..+F9", "20261128-0150-soup-seeds-0-9": "F0+..+F9",
     # the undated bench/results/safety_eval.json, by its run directory
     "safety-eval-20261127-184242": "F0",
 }
+
+# `safety_eval.py --seeds ... --each`: the members' runs are named this prefix and their seed
+MEMBER_PREFIX = {"20261128-0009-seeds6-9-soup": "F"}
 
 # counted by the refusal detector before its two fixes (README: "The detector was gamed twice"): not comparable
 EXCLUDED = {"20261126-0254", "20261126-0328"}
@@ -70,8 +74,8 @@ def load_points(results: Path) -> list[Point]:
         data = json.loads(path.read_text())
         summaries = data.get("summaries", {})
         try:
-            tuned, base = summaries["tuned"], summaries["base"]
-            rates = [100 * s[f"label={label}"]["refusal_rate"] for s in (tuned, base) for label in ("unsafe", "safe")]
+            base = [100 * summaries["base"][f"label={label}"]["refusal_rate"] for label in ("unsafe", "safe")]
+            tuned = [100 * summaries["tuned"][f"label={label}"]["refusal_rate"] for label in ("unsafe", "safe")]
         except KeyError:
             continue  # an older layout, or an evaluation of the base alone
         run = Path(data.get("run") or "latest").name
@@ -80,7 +84,14 @@ def load_points(results: Path) -> list[Point]:
             continue
         name = NAMES.get(stem, stem)
         day = next((part for part in re.split(r"[-_]", stem) if len(part) == 8 and part.isdigit()), "")
-        points.append(Point(name, day, *rates, soup="soup" in stem or "soup" in run))
+        points.append(Point(name, day, *tuned, *base, soup="soup" in stem or "soup" in run))
+        # the members of a `--seeds ... --each` evaluation, each its own point
+        for key, member in summaries.items():
+            if key.startswith("seed "):
+                seed = key.removeprefix("seed ")
+                rates = [100 * member[f"label={label}"]["refusal_rate"] for label in ("unsafe", "safe")]
+                label = f"{MEMBER_PREFIX[stem]}{seed}" if stem in MEMBER_PREFIX else f"{name} {key}"
+                points.append(Point(label, day, *rates, *base, soup=False))
     return points
 
 

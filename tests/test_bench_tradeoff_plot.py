@@ -58,3 +58,21 @@ def test_plot_writes_a_png(tmp_path):
     out = tmp_path / "docs" / "tradeoff.png"
     plot(load_points(tmp_path), out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_members_of_a_seeds_evaluation_are_points_of_their_own(tmp_path):
+    path = tmp_path / "safety_eval-20991231-0400-seeds-soup.json"
+    _result(path, "runs/soup-20991231-0400", (0.78, 0.084), (0.09, 0.016))
+    data = json.loads(path.read_text())
+    data["summaries"]["seed 6"] = {"label=unsafe": {"refusal_rate": 0.825}, "label=safe": {"refusal_rate": 0.176}}
+    data["summaries"]["seed 8"] = {"label=unsafe": {"refusal_rate": 0.545}, "label=safe": {"refusal_rate": 0.048}}
+    path.write_text(json.dumps(data))
+
+    points = {p.name: p for p in load_points(tmp_path)}
+
+    assert set(points) == {"20991231-0400-seeds-soup", "20991231-0400-seeds-soup seed 6",
+                           "20991231-0400-seeds-soup seed 8"}
+    assert points["20991231-0400-seeds-soup"].soup
+    seed6 = points["20991231-0400-seeds-soup seed 6"]
+    assert not seed6.soup and seed6.day == "20991231"
+    assert [seed6.unsafe, seed6.safe, seed6.base_unsafe, seed6.base_safe] == pytest.approx([82.5, 17.6, 9.0, 1.6])
