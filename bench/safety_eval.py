@@ -146,6 +146,8 @@ def main() -> None:
         raise SystemExit("--seeds trains new runs; --run evaluates an existing one: give one of them")
     if args.parallel < 1:
         raise SystemExit(f"--parallel {args.parallel}: expected 1 or more")
+    if (args.each or args.parallel > 1) and not args.seeds:
+        raise SystemExit("--each and --parallel go with --seeds")
 
     train_s = None
     members: list[dict] = []
