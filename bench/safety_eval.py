@@ -106,6 +106,13 @@ def train_seeds(recipe: str, overrides: list[str], seeds: list[int], parallel: i
     return sorted(done, key=lambda m: seeds.index(m["seed"]))
 
 
+def best_checkpoint(run: Path) -> Path | None:
+    """A recipe with [eval] keep_best hands over checkpoints/best (the step its held-out prompts
+    scored best at): that is the run's tuned model."""
+    best = run / "checkpoints" / "best"
+    return best if best.is_dir() else None
+
+
 def base_rows(run: Path, items: list) -> list[dict]:
     """The base model's rows of an earlier evaluation (`run`/xstest_eval_rows.jsonl), which must
     cover the same prompts in the same order."""
@@ -160,7 +167,7 @@ def main() -> None:
         members = train_seeds(args.recipe, args.overrides, args.seeds, args.parallel, ROOT / "runs", stamp)
         train_s = time.time() - t0
         run = claim_run_dir(ROOT / "runs" / f"soup-{stamp}")
-        make_soup([str(m["run"]) for m in members], run)
+        make_soup([str(best_checkpoint(m["run"]) or m["run"]) for m in members], run)
         print(f"trained {len(members)} runs in {train_s / 60:.1f} min; their soup: {run}", flush=True)
     elif run is None:
         run = claim_run_dir(ROOT / "runs" / f"safety-eval-{stamp}")
@@ -182,14 +189,12 @@ def main() -> None:
             by_label.setdefault(it.metadata["label"], []).append(it)
         items = [it for group in by_label.values() for it in group[: args.limit]]
     final = resolve_target(str(run))
-    # a recipe with [eval] keep_best hands over checkpoints/best (the step its held-out prompts scored
-    # best at): that is the tuned model; the last step's checkpoint is shown beside it
-    best = run / "checkpoints" / "best"
-    best = best if best.is_dir() else None
+    # with [eval] keep_best the best step is the tuned model; the last step's checkpoint is shown beside it
+    best = best_checkpoint(run)
     tuned = resolve_target(str(best)) if best else final
     results = {}
     targets = [("base", final.base), ("tuned", str(best or run))] + ([("final", str(run))] if best else [])
-    targets += [(f"seed {m['seed']}", str(m["run"])) for m in members] if args.each else []
+    targets += [(f"seed {m['seed']}", str(best_checkpoint(m["run"]) or m["run"])) for m in members] if args.each else []
     for name, spec in targets:
         t0 = time.time()
         if name == "base" and args.base_from:
