@@ -43,6 +43,7 @@ NAMES = {
     "20261127-2346-soup-F0-steps-60-80-90": "F0@60+80+90", "20261127-2346-soup-F4-x0.7": "0.7 F4",
     "20261128-0005-soup-F0-F2": "F0+F1+F2", "20261128-0005-soup-F3-F5": "F3+F4+F5",
     "20261128-0009-seeds6-9-soup": "F6+..+F9", "20261128-0150-soup-seeds-0-9": "F0+..+F9",
+    "20261128-0300-kl0.1-seed2": "KL2", "20261128-0300-kl0.1-seed8": "KL8",
     # the undated bench/results/safety_eval.json, by its run directory
     "safety-eval-20261127-184242": "F0",
 }
