@@ -113,6 +113,11 @@ def best_checkpoint(run: Path) -> Path | None:
     return best if best.is_dir() else None
 
 
+def tuned_spec(run: Path) -> str:
+    """What a run hands over as its tuned model: checkpoints/best if it kept one, else its latest."""
+    return str(best_checkpoint(run) or run)
+
+
 def base_rows(run: Path, items: list) -> list[dict]:
     """The base model's rows of an earlier evaluation (`run`/xstest_eval_rows.jsonl), which must
     cover the same prompts in the same order."""
@@ -167,7 +172,7 @@ def main() -> None:
         members = train_seeds(args.recipe, args.overrides, args.seeds, args.parallel, ROOT / "runs", stamp)
         train_s = time.time() - t0
         run = claim_run_dir(ROOT / "runs" / f"soup-{stamp}")
-        make_soup([str(best_checkpoint(m["run"]) or m["run"]) for m in members], run)
+        make_soup([tuned_spec(m["run"]) for m in members], run)
         print(f"trained {len(members)} runs in {train_s / 60:.1f} min; their soup: {run}", flush=True)
     elif run is None:
         run = claim_run_dir(ROOT / "runs" / f"safety-eval-{stamp}")
@@ -194,7 +199,7 @@ def main() -> None:
     tuned = resolve_target(str(best)) if best else final
     results = {}
     targets = [("base", final.base), ("tuned", str(best or run))] + ([("final", str(run))] if best else [])
-    targets += [(f"seed {m['seed']}", str(best_checkpoint(m["run"]) or m["run"])) for m in members] if args.each else []
+    targets += [(f"seed {m['seed']}", tuned_spec(m["run"])) for m in members] if args.each else []
     for name, spec in targets:
         t0 = time.time()
         if name == "base" and args.base_from:

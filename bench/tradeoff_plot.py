@@ -68,6 +68,11 @@ class Point:
     soup: bool
 
 
+def _rates(summary: dict) -> list[float]:
+    """Percent refused of the unsafe and of the safe prompts, from one target's summary."""
+    return [100 * summary[f"label={label}"]["refusal_rate"] for label in ("unsafe", "safe")]
+
+
 def load_points(results: Path) -> list[Point]:
     """One point per safety_eval result file that has base and tuned summaries by label."""
     points = []
@@ -75,8 +80,7 @@ def load_points(results: Path) -> list[Point]:
         data = json.loads(path.read_text())
         summaries = data.get("summaries", {})
         try:
-            base = [100 * summaries["base"][f"label={label}"]["refusal_rate"] for label in ("unsafe", "safe")]
-            tuned = [100 * summaries["tuned"][f"label={label}"]["refusal_rate"] for label in ("unsafe", "safe")]
+            base, tuned = _rates(summaries["base"]), _rates(summaries["tuned"])
         except KeyError:
             continue  # an older layout, or an evaluation of the base alone
         run = Path(data.get("run") or "latest").name
@@ -90,9 +94,8 @@ def load_points(results: Path) -> list[Point]:
         for key, member in summaries.items():
             if key.startswith("seed "):
                 seed = key.removeprefix("seed ")
-                rates = [100 * member[f"label={label}"]["refusal_rate"] for label in ("unsafe", "safe")]
                 label = f"{MEMBER_PREFIX[stem]}{seed}" if stem in MEMBER_PREFIX else f"{name} {key}"
-                points.append(Point(label, day, *rates, *base, soup=False))
+                points.append(Point(label, day, *_rates(member), *base, soup=False))
     return points
 
 
