@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -73,6 +74,22 @@ def train_command(recipe: str, overrides: list[str], run: Path) -> list[str]:
     return cmd
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """A `ppo-term run` still going is asked to stop (it saves what it has) and waited for."""
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait()
+
+
+def train(cmd: list[str]) -> None:
+    proc = subprocess.Popen(cmd)
+    try:
+        if proc.wait() != 0:
+            raise SystemExit(f"`ppo-term run` exited {proc.returncode}")
+    finally:
+        stop(proc)
+
+
 def train_seeds(recipe: str, overrides: list[str], seeds: list[int], parallel: int, runs_dir: Path,
                 stamp: str) -> list[dict]:
     """One run of the recipe per seed, `parallel` at a time (each on its share of the CPU's threads);
@@ -83,26 +100,28 @@ def train_seeds(recipe: str, overrides: list[str], seeds: list[int], parallel: i
     pending = list(seeds)
     running: list[tuple[dict, subprocess.Popen]] = []
     done: list[dict] = []
-    while pending or running:
-        while pending and len(running) < parallel:
-            seed = pending.pop(0)
-            run = claim_run_dir(runs_dir / f"safety-eval-{stamp}-seed{seed}")
-            cmd = train_command(recipe, overrides + [f"seed={seed}"], run)
-            print(f"training seed {seed}:", " ".join(cmd), flush=True)
-            running.append(({"seed": seed, "run": run, "start": time.time()}, subprocess.Popen(cmd, env=env)))
-        time.sleep(0.2)
-        for member, proc in list(running):
-            if proc.poll() is None:
-                continue
-            running.remove((member, proc))
-            if proc.returncode != 0:
-                for _, other in running:
-                    other.terminate()
-                raise SystemExit(f"seed {member['seed']}: `ppo-term run` exited {proc.returncode} "
-                                 f"(its run directory: {member['run']})")
-            member["train_seconds"] = time.time() - member.pop("start")
-            print(f"seed {member['seed']}: trained in {member['train_seconds'] / 60:.1f} min", flush=True)
-            done.append(member)
+    try:
+        while pending or running:
+            while pending and len(running) < parallel:
+                seed = pending.pop(0)
+                run = claim_run_dir(runs_dir / f"safety-eval-{stamp}-seed{seed}")
+                cmd = train_command(recipe, overrides + [f"seed={seed}"], run)
+                print(f"training seed {seed}:", " ".join(cmd), flush=True)
+                running.append(({"seed": seed, "run": run, "start": time.time()}, subprocess.Popen(cmd, env=env)))
+            time.sleep(0.2)
+            for member, proc in list(running):
+                if proc.poll() is None:
+                    continue
+                running.remove((member, proc))
+                if proc.returncode != 0:
+                    raise SystemExit(f"seed {member['seed']}: `ppo-term run` exited {proc.returncode} "
+                                     f"(its run directory: {member['run']})")
+                member["train_seconds"] = time.time() - member.pop("start")
+                print(f"seed {member['seed']}: trained in {member['train_seconds'] / 60:.1f} min", flush=True)
+                done.append(member)
+    finally:  # stopped (Ctrl-C, SIGTERM) or a member failed: the runs still training stop too
+        for _, proc in running:
+            stop(proc)
     return sorted(done, key=lambda m: seeds.index(m["seed"]))
 
 
@@ -134,6 +153,8 @@ def base_rows(run: Path, items: list) -> list[dict]:
 
 
 def main() -> None:
+    # SIGTERM unwinds like Ctrl-C, so the `ppo-term run` being waited on is stopped, not orphaned
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", default="recipes/safety.toml")
     ap.add_argument("--run", type=Path, help="evaluate this run (or checkpoint) instead of training a new one")
@@ -141,6 +162,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N prompts of each label (0 = all)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results")
+    ap.add_argument("--runs-dir", type=Path, default=ROOT / "runs", help="where the training runs go")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--base-from", type=Path,
                     help="take the base model's rows from this earlier evaluated run (its xstest_eval_rows.jsonl) "
@@ -169,17 +191,17 @@ def main() -> None:
         from ppo_term.soup import make_soup
 
         t0 = time.time()
-        members = train_seeds(args.recipe, args.overrides, args.seeds, args.parallel, ROOT / "runs", stamp)
+        members = train_seeds(args.recipe, args.overrides, args.seeds, args.parallel, args.runs_dir, stamp)
         train_s = time.time() - t0
-        run = claim_run_dir(ROOT / "runs" / f"soup-{stamp}")
+        run = claim_run_dir(args.runs_dir / f"soup-{stamp}")
         make_soup([tuned_spec(m["run"]) for m in members], run)
         print(f"trained {len(members)} runs in {train_s / 60:.1f} min; their soup: {run}", flush=True)
     elif run is None:
-        run = claim_run_dir(ROOT / "runs" / f"safety-eval-{stamp}")
+        run = claim_run_dir(args.runs_dir / f"safety-eval-{stamp}")
         cmd = train_command(args.recipe, args.overrides, run)
         print("training:", " ".join(cmd), flush=True)
         t0 = time.time()
-        subprocess.run(cmd, check=True)
+        train(cmd)
         train_s = time.time() - t0
         print(f"trained in {train_s / 60:.1f} min", flush=True)
 

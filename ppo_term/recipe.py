@@ -10,7 +10,7 @@ import difflib
 import json
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
@@ -37,6 +37,8 @@ class LoraConfig(Section):
     dropout: float = Field(0.0, ge=0, lt=1, description="PEFT's lora_dropout; the engine runs in eval mode, "
                            "so it only matters for adapters used elsewhere")
     target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
+    first_layer: int = Field(0, ge=0, description="the adapter on the decoder layers from this one up (0 = all): "
+                             "the backward pass stops below it, and the layers under it stay the base's")
 
 
 class GenerationConfig(Section):
@@ -101,6 +103,9 @@ class KLConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
     schedule: str = "fixed"
     coef: float = Field(0.05, ge=0, description="initial kl_coef")
+    label_scale: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        {}, description="kl_coef times this for the samples of prompts with this `label`, e.g. {benign = 4.0}: "
+        "a firmer hold on the answers that should not change")
 
     @property
     def params(self) -> dict[str, Any]:

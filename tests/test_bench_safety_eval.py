@@ -98,3 +98,37 @@ def test_a_failing_member_stops_the_soup_and_names_its_run(monkeypatch, tmp_path
     with pytest.raises(SystemExit, match=r"seed 1: `ppo-term run` exited 3 \(its run directory: .*seed1\)"):
         safety_eval.train_seeds("r.toml", [], [0, 1], 1, tmp_path / "runs", "stamp")
     assert (tmp_path / "runs" / "safety-eval-stamp-seed0" / "ran.json").is_file()  # what ran before stays
+
+
+def test_stopping_the_proof_stops_its_training_run(tmp_path):
+    """SIGTERM to `bench/safety_eval.py` stops the `ppo-term run` it waits on instead of orphaning it."""
+    import os
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "ppo-term"
+    fake.write_text(f"#!{sys.executable}\nimport os, time\n"
+                    f"open({str(tmp_path / 'pid')!r}, 'w').write(str(os.getpid()))\ntime.sleep(120)\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    proof = subprocess.Popen([sys.executable, str(root / "bench/safety_eval.py"), "--out", str(tmp_path / "out"),
+                              "--runs-dir", str(tmp_path / "runs")],
+                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not (tmp_path / "pid").is_file() or not (tmp_path / "pid").read_text():
+        assert time.time() < deadline and proof.poll() is None, "the fake training run never started"
+        time.sleep(0.1)
+    child = int((tmp_path / "pid").read_text())
+    proof.send_signal(signal.SIGTERM)
+    assert proof.wait(timeout=30) != 0
+    try:
+        os.kill(child, signal.SIGKILL)  # still there: the proof orphaned it (killed, not to outlive the test)
+        alive = True
+    except ProcessLookupError:
+        alive = False
+    assert not alive, "the training run outlived the proof"

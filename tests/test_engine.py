@@ -1,5 +1,6 @@
 """The engine on a tiny model: it learns, trains only the policy, is deterministic, obeys controls."""
 
+import json
 import math
 import threading
 import types
@@ -13,7 +14,7 @@ from ppo_term.engine.rollout import RewardError, chat_text
 from ppo_term.engine.trainer import Trainer
 from ppo_term.plugins.manager import build_plugins
 from ppo_term.plugins.types import Reward
-from ppo_term.recipe import load_recipe
+from ppo_term.recipe import RecipeError, load_recipe
 from ppo_term.runs import RunDir
 
 
@@ -258,3 +259,36 @@ def test_scores_weighted_sum_and_no_eos_penalty():
     score([BoundReward("len", 0.5, Len())], batch, no_eos_penalty=-5.0)
     assert batch.scores.tolist() == [1.5, -5.0]  # the response that never ended gets the penalty
     assert batch.groups == [[0, 1]]
+
+
+def test_lora_from_a_first_layer_up(write_recipe, tmp_path):
+    """`lora.first_layer` puts the adapter on the layers from it up; only they train, and the
+    saved adapter says so to PEFT."""
+    recipe = load_recipe(write_recipe(steps=2), ["ppo.lr=0.01", "lora.first_layer=1", "save_every=2"])
+    rd = RunDir(tmp_path / "run")
+    rd.create("", [], 2, "tiny")
+    trainer = make_trainer(recipe, listeners=[rd], run_dir=rd)
+    layers = {n.split("layers.")[1].split(".")[0] for n, _ in trainer.policy.lm.named_parameters() if "lora_" in n}
+    assert layers == {"1"}
+    trainer.run()
+    config = json.loads((rd.checkpoints / "step-2" / "adapter_config.json").read_text())
+    assert config["layers_to_transform"] == [1]
+    bad = load_recipe(write_recipe(steps=2), ["lora.first_layer=2"])
+    with pytest.raises(RecipeError, match=r"lora\.first_layer: expected a layer below the model's 2"):
+        make_trainer(bad)
+
+
+def test_kl_label_scale_gives_each_sample_its_coefficient(write_recipe):
+    """`kl.label_scale` multiplies kl_coef for the samples of prompts with that label, in the
+    per-token rewards PPO trains on; a label no prompt has is a recipe error."""
+    recipe = load_recipe(write_recipe(steps=1, extra="[kl]\ncoef = 0.1\nlabel_scale = {benign = 4.0}\n"))
+    trainer = make_trainer(recipe)
+    batch = types.SimpleNamespace(items=trainer.items, mask=torch.ones(len(trainer.items), 3))
+    # the tiny recipe's prompts: two unlabelled, then "give a poem" labelled benign
+    assert trainer.kl_coefs(batch, 0.1).squeeze(-1).tolist() == pytest.approx([0.1, 0.1, 0.4])
+    trainer.run()
+    assert math.isfinite(trainer.history[-1]["kl"])
+    bad = write_recipe(name="bad.toml", extra="[kl]\nlabel_scale = {harmless = 2.0}\n")
+    with pytest.raises(RecipeError, match=r"bad\.toml: kl\.label_scale: no training prompt has the label 'harmless' "
+                                          r"\(labels: 'benign'\)"):
+        make_trainer(load_recipe(bad))

@@ -37,6 +37,13 @@ def test_token_rewards_put_score_on_last_real_token():
     assert rewards[0].tolist() == pytest.approx([-0.05, -0.1 + 2.0, 0.0])
 
 
+def test_token_rewards_with_a_kl_coef_per_sample():
+    # sample 0 at kl_coef 0.5, sample 1 at 2.0 (its label's scale 4): -0.5*0.1, -2.0*0.1 ...
+    kl = torch.tensor([[0.1, 0.2], [0.1, 0.3]])
+    rewards = ppo.token_rewards(torch.tensor([1.0, -1.0]), kl, torch.tensor([[0.5], [2.0]]), torch.ones(2, 2))
+    assert rewards.tolist() == [pytest.approx([-0.05, -0.1 + 1.0]), pytest.approx([-0.2, -0.6 - 1.0])]
+
+
 def test_gae_by_hand():
     # gamma 0.9, lam 0.8: deltas 1.4, -1.0, 2.0 -> A2 = 2, A1 = -1 + 0.72*2, A0 = 1.4 + 0.72*A1
     adv, ret = ppo.gae(t([1.0, 0.0, 2.0]), t([0.5, 1.0, 0.0]), t([1.0, 1.0, 1.0]), 0.9, 0.8)

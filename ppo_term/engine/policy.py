@@ -78,7 +78,10 @@ class Policy:
             cast_frozen_linears(lm, dtype)
             from peft import LoraConfig as PeftLoraConfig, get_peft_model
 
+            # from `first_layer` up only: below it no weight trains, so backward() stops there
+            layers = list(range(lora.first_layer, lm.config.num_hidden_layers)) if lora.first_layer else None
             config = PeftLoraConfig(
+                layers_to_transform=layers,
                 r=lora.r,
                 lora_alpha=lora.alpha,
                 lora_dropout=lora.dropout,

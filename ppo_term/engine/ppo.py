@@ -117,8 +117,11 @@ def leave_one_out(scores: Tensor, groups: list[list[int]]) -> Tensor:
     return out
 
 
-def token_rewards(scores: Tensor, kl: Tensor, kl_coef: float, mask: Tensor) -> Tensor:
-    """reward_t = -kl_coef * KL_t, plus the sequence's score at its last real token."""
+def token_rewards(scores: Tensor, kl: Tensor, kl_coef: float | Tensor, mask: Tensor) -> Tensor:
+    """reward_t = -kl_coef * KL_t, plus the sequence's score at its last real token.
+
+    `kl_coef` is one number, or one per sample ([B, 1]).
+    """
     rewards = -kl_coef * kl * mask
     last = (mask.sum(-1).long() - 1).clamp(min=0)
     rewards[torch.arange(len(scores)), last] += scores.to(rewards.dtype)

@@ -74,6 +74,7 @@ class Trainer:
         self.best_checkpoint: Path | None = None
         self.rewards: list[BoundReward] = bind_rewards(recipe, self.plugins)
         self.kl_schedule = self._make_kl_schedule()
+        self._check_label_scale()
         self.sampler = self._make_sampler()
         self.kl_fixed = False  # the user fixed kl_coef from the dashboard
         self.trim_heap = False  # set up: full fine-tuning trims the C heap between phases
@@ -94,6 +95,22 @@ class Trainer:
         cls = self._plugin(self.plugins.kl_schedule, self.recipe.kl.schedule, "kl.schedule")
         params = check_params(cls.Params, self.recipe.kl.params, self.recipe.source or "<recipe>", "kl")
         return cls(self.recipe.kl.coef, params)
+
+    def _check_label_scale(self) -> None:
+        labels = {item.metadata.get("label") for item in self.items}
+        for label in self.recipe.kl.label_scale:
+            if label not in labels:
+                known = ", ".join(sorted(repr(x) for x in labels if x is not None)) or "none"
+                raise RecipeError(self.recipe.source or "<recipe>", "kl.label_scale",
+                                  f"no training prompt has the label {label!r} (labels: {known})")
+
+    def kl_coefs(self, batch: Batch, kl_coef: float) -> float | torch.Tensor:
+        """kl_coef for each sample [B, 1]: times `kl.label_scale` of its prompt's label."""
+        scale = self.recipe.kl.label_scale
+        if not scale:
+            return kl_coef
+        coefs = [kl_coef * scale.get(item.metadata.get("label"), 1.0) for item in batch.items]
+        return torch.tensor(coefs, device=batch.mask.device, dtype=batch.mask.dtype).unsqueeze(-1)
 
     def _make_sampler(self) -> Sampler:
         source = self.recipe.source or "<recipe>"
@@ -130,6 +147,10 @@ class Trainer:
                     raise RecipeError(r.source or "<recipe>", "master_weights", str(e)) from None
             else:
                 lm.to(self.master.dtype)
+        layers = lm.config.num_hidden_layers
+        if r.lora.enabled and r.lora.first_layer >= layers:
+            raise RecipeError(r.source or "<recipe>", "lora.first_layer",
+                              f"expected a layer below the model's {layers} decoder layers, got {r.lora.first_layer}")
         self.policy = Policy(lm, r.lora, self.device, self.precision.dtype)
         params = self.policy.trainable_parameters()
         if self.master.dtype == torch.bfloat16:
@@ -384,7 +405,7 @@ class Trainer:
             # compare each candidate with its siblings: the prompt's own difficulty drops out
             scores = ppo.leave_one_out(scores, batch.groups)
         scores = scores.to(mask.device)
-        rewards = ppo.token_rewards(scores, kl, kl_coef, mask)
+        rewards = ppo.token_rewards(scores, kl, self.kl_coefs(batch, kl_coef), mask)
         if pc.whiten_rewards:
             rewards = ppo.masked_whiten(rewards, mask, shift_mean=False)
         advantages, returns = ppo.gae(rewards, values, mask, pc.gamma, pc.lam)
