@@ -294,6 +294,7 @@ def main() -> None:
     (args.out / "safety_eval.md").write_text("\n".join(lines) + "\n")
     (args.out / "safety_eval.json").write_text(json.dumps(
         {"run": str(run), "recipe": args.recipe, "overrides": args.overrides, "train_seconds": train_s,
+         "precision": loaded_precision, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
          "checkpoints": {"tuned": step_of(tuned), **({"final": step_of(final)} if best else {})},
          "members": [{**m, "run": str(m["run"])} for m in members],
          "summaries": {k: v["summary"] for k, v in results.items()}}, indent=2))

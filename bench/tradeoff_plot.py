@@ -44,17 +44,29 @@ NAMES = {
     "20261128-0005-soup-F0-F2": "F0+F1+F2", "20261128-0005-soup-F3-F5": "F3+F4+F5",
     "20261128-0009-seeds6-9-soup": "F6+..+F9", "20261128-0150-soup-seeds-0-9": "F0+..+F9",
     "20261128-0300-kl0.1-seed2": "KL2", "20261128-0300-kl0.1-seed8": "KL8",
+    "20261128-0437-first-layer-18-seed0": "L18", "20261128-0457-kl-benign-x4-seed0": "B0",
+    "20261128-0507-kl-benign-x4-seed1": "B1", "20261128-0457-kl-benign-x4-seed0-step60": "B0@60",
+    "20261128-0507-kl-benign-x4-seed1-step80": "B1@80", "20261128-0542-kl-benign-x4-seed3-step90": "B3",
+    "20261128-0542-kl-benign-x4-seeds2-3-soup": "B2@90+B3@60",
     # the undated bench/results/safety_eval.json, by its run directory
     "safety-eval-20261127-184242": "F0",
 }
 
-# `safety_eval.py --seeds ... --each`: the members' runs are named this prefix and their seed
-MEMBER_PREFIX = {"20261128-0009-seeds6-9-soup": "F"}
+# `safety_eval.py --seeds ... --each`: the members' runs are named this prefix and their seed, or by seed
+MEMBER_PREFIX = {"20261128-0009-seeds6-9-soup": "F",
+                 "20261128-0542-kl-benign-x4-seeds2-3-soup": {"2": "B2", "3": "B3@60"}}
 
 # counted by the refusal detector before its two fixes (README: "The detector was gamed twice"): not comparable
 EXCLUDED = {"20261126-0254", "20261126-0328"}
-DAYS = {"20261126": "2026-11-26: AVX-512 CPU, bf16", "20261127": "2026-11-27: AVX2 CPU, fp32",
-        "20261128": "2026-11-28: AVX2 CPU, fp32"}
+# the machine each stretch of runs was made on, from the result's date (and time) on
+MACHINES = {"20261126": "2026-11-26: AVX-512 CPU, bf16", "20261127": "2026-11-27: AVX2 CPU, fp32",
+            "20261128": "2026-11-28 night: AVX2 CPU, fp32", "20261128-0430": "2026-11-28 morning: AVX-512 CPU, bf16"}
+
+
+def machine_of(stem: str, day: str) -> str:
+    """The MACHINES key a result belongs to: the latest start at or before it on its day."""
+    starts = [k for k in MACHINES if k[:8] == day and k <= stem]
+    return max(starts) if starts else day
 
 
 @dataclass
@@ -66,6 +78,7 @@ class Point:
     base_unsafe: float
     base_safe: float
     soup: bool
+    machine: str = ""  # a MACHINES key (the day, where one machine made all of that day's runs)
 
 
 def _rates(summary: dict) -> list[float]:
@@ -89,13 +102,16 @@ def load_points(results: Path) -> list[Point]:
             continue
         name = NAMES.get(stem, stem)
         day = next((part for part in re.split(r"[-_]", stem) if len(part) == 8 and part.isdigit()), "")
-        points.append(Point(name, day, *tuned, *base, soup="soup" in stem or "soup" in run))
+        machine = machine_of(stem, day)
+        points.append(Point(name, day, *tuned, *base, soup="soup" in stem or "soup" in run, machine=machine))
         # the members of a `--seeds ... --each` evaluation, each its own point
         for key, member in summaries.items():
             if key.startswith("seed "):
                 seed = key.removeprefix("seed ")
-                label = f"{MEMBER_PREFIX[stem]}{seed}" if stem in MEMBER_PREFIX else f"{name} {key}"
-                points.append(Point(label, day, *_rates(member), *base, soup=False))
+                prefix = MEMBER_PREFIX.get(stem)
+                label = (prefix.get(seed) if isinstance(prefix, dict) else f"{prefix}{seed}" if prefix else None) \
+                    or f"{name} {key}"
+                points.append(Point(label, day, *_rates(member), *base, soup=False, machine=machine))
     return points
 
 
@@ -115,11 +131,11 @@ def plot(points: list[Point], out: Path) -> None:
     ref = points[-1]  # the goal drawn for the base of the last file: safety_eval.json, the newest result
     ax.axvspan(0, ref.base_safe + 10, ymin=0.8, ymax=1.0, color="#2a9d8f", alpha=0.12, lw=0)
     ax.text(1, 97, f"goal (base {ref.base_unsafe:.1f}% / {ref.base_safe:.1f}%)", fontsize=8, color="#2a9d8f", va="top")
-    days = sorted({p.day for p in points if p.day})
-    colors = {d: c for d, c in zip(days, ["#8d99ae", "#e76f51", "#264653", "#f4a261"])}
+    machines = sorted({p.machine for p in points if p.machine})
+    colors = {m: c for m, c in zip(machines, ["#8d99ae", "#e76f51", "#264653", "#f4a261", "#6a4c93"])}
     labelled: list[Point] = []
     for p in points:
-        color = colors.get(p.day, "#e63946")
+        color = colors.get(p.machine, "#e63946")
         ax.scatter(p.safe, p.unsafe, marker="D" if p.soup else "o", s=36, color=color, zorder=3)
         # soups are labelled on the left, runs on the right; a label next to an earlier one of its
         # side goes a line lower
@@ -128,8 +144,8 @@ def plot(points: list[Point], out: Path) -> None:
         labelled.append(p)
         ax.annotate(p.name, (p.safe, p.unsafe), textcoords="offset points", xytext=(-4 if p.soup else 4, 3 - 8 * near),
                     ha="right" if p.soup else "left", fontsize=7, color=color)
-    for day, color in colors.items():
-        ax.scatter([], [], color=color, label=DAYS.get(day, f"{day[:4]}-{day[4:6]}-{day[6:]}"))
+    for machine, color in colors.items():
+        ax.scatter([], [], color=color, label=MACHINES.get(machine, f"{machine[:4]}-{machine[4:6]}-{machine[6:8]}"))
     ax.scatter([], [], marker="D", color="black", label="soup of runs")
     ax.set_xlim(0, max(35, max(p.safe for p in points) + 3))
     ax.set_ylim(0, 100)

@@ -76,3 +76,14 @@ def test_members_of_a_seeds_evaluation_are_points_of_their_own(tmp_path):
     seed6 = points["20991231-0400-seeds-soup seed 6"]
     assert not seed6.soup and seed6.day == "20991231"
     assert [seed6.unsafe, seed6.safe, seed6.base_unsafe, seed6.base_safe] == pytest.approx([82.5, 17.6, 9.0, 1.6])
+
+
+def test_results_of_one_day_from_two_machines_are_told_apart(tmp_path):
+    from tradeoff_plot import MACHINES
+
+    _result(tmp_path / "safety_eval-20261128-0300-kl0.1-seed2.json", "runs/a", (0.775, 0.10), (0.09, 0.016))
+    _result(tmp_path / "safety_eval-20261128-0507-kl-benign-x4-seed1.json", "runs/b", (0.775, 0.112), (0.10, 0.024))
+    points = {p.name: p for p in load_points(tmp_path)}
+    assert MACHINES[points["KL2"].machine] == "2026-11-28 night: AVX2 CPU, fp32"
+    assert MACHINES[points["B1"].machine] == "2026-11-28 morning: AVX-512 CPU, bf16"
+    assert points["KL2"].day == points["B1"].day == "20261128"
