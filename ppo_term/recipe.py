@@ -40,6 +40,12 @@ class LoraConfig(Section):
     first_layer: int = Field(0, ge=0, description="the adapter on the decoder layers from this one up (0 = all): "
                              "the backward pass stops below it, and the layers under it stay the base's")
 
+    @model_validator(mode="after")
+    def _layers_need_lora(self) -> "LoraConfig":
+        if not self.enabled and self.first_layer:
+            raise ValueError("first_layer places the LoRA adapter; full fine-tuning (enabled = false) trains every layer")
+        return self
+
 
 class GenerationConfig(Section):
     n: int = Field(4, gt=0, description="candidates per prompt")

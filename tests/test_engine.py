@@ -273,6 +273,8 @@ def test_lora_from_a_first_layer_up(write_recipe, tmp_path):
     trainer.run()
     config = json.loads((rd.checkpoints / "step-2" / "adapter_config.json").read_text())
     assert config["layers_to_transform"] == [1]
+    with pytest.raises(RecipeError, match=r"lora.*first_layer places the LoRA adapter"):
+        load_recipe(write_recipe(steps=2), ["lora.enabled=false", "lora.first_layer=1"])
     bad = load_recipe(write_recipe(steps=2), ["lora.first_layer=2"])
     with pytest.raises(RecipeError, match=r"lora\.first_layer: expected a layer below the model's 2"):
         make_trainer(bad)
