@@ -48,6 +48,7 @@ NAMES = {
     "20261128-0507-kl-benign-x4-seed1": "B1", "20261128-0457-kl-benign-x4-seed0-step60": "B0@60",
     "20261128-0507-kl-benign-x4-seed1-step80": "B1@80", "20261128-0542-kl-benign-x4-seed3-step90": "B3",
     "20261128-0542-kl-benign-x4-seeds2-3-soup": "B2@90+B3@60", "20261128-0628-recipe-seed0": "C0",
+    "20261128-0646-recipe-seed1": "C1",
     # the undated bench/results/safety_eval.json, by its run directory
     "safety-eval-20261127-184242": "F0",
 }
