@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -57,6 +58,7 @@ def main() -> None:
     generate(trainer.policy, trainer.tokenizer, items, plan)  # warm-up
     times: dict[str, dict[str, list[float]]] = {k: {"generate": [], "passes": []} for k in args.modes}
     diff_lp, diff_v = 0.0, 0.0
+    gaps: list[torch.Tensor] = []  # every recorded token's |recorded - recomputed| log-prob
     for rnd in range(args.rounds):
         for mode in args.modes if rnd % 2 == 0 else args.modes[::-1]:
             t0 = time.perf_counter()
@@ -72,10 +74,14 @@ def main() -> None:
                 batch.recorded = [False] * len(batch.recorded)
                 full, full_values, _ = trainer._rollout_stats(batch)
                 keep = batch.mask.bool() & recorded[:, None].to(batch.mask.device)
-                diff_lp = max(diff_lp, float((logprobs - full)[keep].abs().max()))
+                gaps.append((logprobs - full)[keep].abs().float().cpu())
+                diff_lp = max(diff_lp, float(gaps[-1].max()))
                 diff_v = max(diff_v, float((values - full_values)[keep].abs().max()))
         print(f"round {rnd}: " + "  ".join(f"{m} generate {t['generate'][-1]:.2f}s passes {t['passes'][-1]:.2f}s"
                                           for m, t in times.items()), flush=True)
+    gap = torch.cat(gaps) if gaps else torch.zeros(1)
+    # a token whose recorded log-prob is off by more than log(1 + cliprange) starts the update clipped
+    clip_at = math.log1p(recipe.ppo.cliprange)
     med = {m: {k: statistics.median(v) for k, v in t.items()} for m, t in times.items()}
     for m in med:
         med[m]["sum"] = med[m]["generate"] + med[m]["passes"]
@@ -86,12 +92,16 @@ def main() -> None:
         "machine": machine(), "median_s": med, "raw_s": times,
         f"ratio_generate_plus_passes_to_{first}": {m: med[m]["sum"] / med[first]["sum"] for m in med},
         "max_abs_diff_logprob": diff_lp, "max_abs_diff_value": diff_v,
+        "mean_abs_diff_logprob": float(gap.mean()), "p99_abs_diff_logprob": float(gap.quantile(0.99)),
+        "share_beyond_cliprange": float((gap > clip_at).float().mean()),
     }
     print(f"\nmedians of {args.rounds}:")
     for m, t in med.items():
         print(f"  {m:10} generate {t['generate']:.2f}s + passes {t['passes']:.2f}s = {t['sum']:.2f}s "
               f"({t['sum'] / med[first]['sum']:.2f}x)")
-    print(f"recorded vs recomputed: log-prob {diff_lp:.1e}, value {diff_v:.1e}")
+    print(f"recorded vs recomputed: log-prob {diff_lp:.1e} at most, {result['mean_abs_diff_logprob']:.1e} on "
+          f"average, {result['p99_abs_diff_logprob']:.1e} at the 99th percentile; "
+          f"{result['share_beyond_cliprange']:.2%} of tokens beyond log(1 + cliprange); value {diff_v:.1e}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))

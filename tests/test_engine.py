@@ -280,6 +280,15 @@ def test_lora_from_a_first_layer_up(write_recipe, tmp_path):
         make_trainer(bad)
 
 
+def test_kl_by_label_averages_the_sampled_responses_of_each_label():
+    """kl/<label> is the mean sequence KL of the label's sampled responses; given openings (not
+    drawn from the policy) and unlabelled prompts are left out."""
+    items = [types.SimpleNamespace(metadata=m) for m in ({"label": "a"}, {"label": "b"}, {"label": "a"}, {}, {"label": "a"})]
+    batch = types.SimpleNamespace(items=items, sampled=[True, True, False, True, True])
+    by_label = Trainer._kl_by_label(batch, torch.tensor([1.0, 2.0, 30.0, 4.0, 5.0]))
+    assert by_label == {"kl/a": 3.0, "kl/b": 2.0}  # a: (1 + 5) / 2, its opened 30 left out
+
+
 def test_kl_label_scale_gives_each_sample_its_coefficient(write_recipe):
     """`kl.label_scale` multiplies kl_coef for the samples of prompts with that label, in the
     per-token rewards PPO trains on; a label no prompt has is a recipe error."""
@@ -290,6 +299,7 @@ def test_kl_label_scale_gives_each_sample_its_coefficient(write_recipe):
     assert trainer.kl_coefs(batch, 0.1).squeeze(-1).tolist() == pytest.approx([0.1, 0.1, 0.4])
     trainer.run()
     assert math.isfinite(trainer.history[-1]["kl"])
+    assert math.isfinite(trainer.history[-1]["kl/benign"])  # the anchored label's own KL, for the curves
     bad = write_recipe(name="bad.toml", extra="[kl]\nlabel_scale = {harmless = 2.0}\n")
     with pytest.raises(RecipeError, match=r"bad\.toml: kl\.label_scale: no training prompt has the label 'harmless' "
                                           r"\(labels: 'benign'\)"):
