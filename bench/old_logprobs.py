@@ -80,7 +80,7 @@ def main() -> None:
         print(f"round {rnd}: " + "  ".join(f"{m} generate {t['generate'][-1]:.2f}s passes {t['passes'][-1]:.2f}s"
                                           for m, t in times.items()), flush=True)
     gap = torch.cat(gaps) if gaps else torch.zeros(1)
-    # a token whose recorded log-prob is off by more than log(1 + cliprange) starts the update clipped
+    # a token whose recorded log-prob is off by more than log(1 + cliprange) starts outside the clip range
     clip_at = math.log1p(recipe.ppo.cliprange)
     med = {m: {k: statistics.median(v) for k, v in t.items()} for m, t in times.items()}
     for m in med:

@@ -447,10 +447,11 @@ class Trainer:
                           grad_norm=grad_norm.item())
         # KL as measured on the policy's own samples: a given opening, or a greedy answer, was not drawn from it
         sampled = torch.tensor(batch.sampled, device=kl.device)
-        seq_kl = kl.sum(-1)[sampled] if sampled.any() else kl.sum(-1)  # a sampler may keep only opened ones
+        row_kl = kl.sum(-1)
+        seq_kl = row_kl[sampled] if sampled.any() else row_kl  # a sampler may keep only opened ones
         metrics = {
             "kl": float(seq_kl.mean()),
-            **self._kl_by_label(batch, kl.sum(-1)),
+            **self._kl_by_label(batch, row_kl),
             **stats.means(),
             "value_mean": float(ppo.masked_mean(values, mask)),
             "returns_mean": float(ppo.masked_mean(returns, mask)),
