@@ -50,6 +50,8 @@ NAMES = {
     "20261128-0542-kl-benign-x4-seeds2-3-soup": "B2@90+B3@60", "20261128-0628-recipe-seed0": "C0",
     "20261128-0646-recipe-seed1": "C1", "20261128-0800-kl-benign-x4-harmful-x0.5-seeds0-1-soup": "HB0+HB1",
     "20261128-0857-kl-benign-x4-harmful-x0.5-seeds2-3-soup": "HB2+HB3",
+    "20261128-0948-pair-by-label-seeds0-1-soup": "CP0+CP1",
+    "20261128-1022-opening-harmful-only-seeds0-1-soup": "OH0+OH1",
     # the undated bench/results/safety_eval.json, by its run directory
     "safety-eval-20261127-184242": "F0",
 }
@@ -58,7 +60,9 @@ NAMES = {
 MEMBER_PREFIX = {"20261128-0009-seeds6-9-soup": "F",
                  "20261128-0542-kl-benign-x4-seeds2-3-soup": {"2": "B2", "3": "B3@60"},
                  "20261128-0800-kl-benign-x4-harmful-x0.5-seeds0-1-soup": "HB",
-                 "20261128-0857-kl-benign-x4-harmful-x0.5-seeds2-3-soup": "HB"}
+                 "20261128-0857-kl-benign-x4-harmful-x0.5-seeds2-3-soup": "HB",
+                 "20261128-0948-pair-by-label-seeds0-1-soup": "CP",
+                 "20261128-1022-opening-harmful-only-seeds0-1-soup": "OH"}
 
 # counted by the refusal detector before its two fixes (README: "The detector was gamed twice"): not comparable
 EXCLUDED = {"20261126-0254", "20261126-0328"}

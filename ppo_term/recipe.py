@@ -60,6 +60,9 @@ class GenerationConfig(Section):
         [], description="exploration: of each prompt's n candidates, opening_n start with each of these "
         "words (the model writes the rest); PPO then learns on which prompts that opening pays")
     opening_n: int = Field(1, gt=0, description="candidates per prompt and opening")
+    opening_labels: list[str] = Field(
+        [], description="only prompts whose 'label' is one of these get the openings (on the others those "
+        "candidates sample freely too); empty = every prompt")
     greedy: bool = Field(False, description="one of each prompt's n candidates is its greedy answer (what a "
                          "user sees), so PPO scores and trains that answer itself every step")
 
@@ -72,6 +75,8 @@ class GenerationConfig(Section):
             raise ValueError(f"{given} must leave at least one of the n={self.n} candidates free")
         if any(not o.strip() for o in self.openings):
             raise ValueError("an opening must not be empty")
+        if self.opening_labels and not self.openings:
+            raise ValueError("opening_labels says which prompts get the openings; there are no openings")
         return self
 
 
@@ -152,6 +157,15 @@ class PromptsConfig(Section):
     file: str | None = Field(None, description="JSONL (a 'prompt' field) or TXT, relative to the recipe")
     stratify: str | None = Field(
         None, description="a field of the prompts (e.g. 'label') whose values every batch mixes in proportion")
+    pair_by: str | None = Field(
+        None, description="a field of the prompts (e.g. 'label'): each prompt goes into a batch together with the "
+        "prompt of another value that shares the most words with it")
+
+    @model_validator(mode="after")
+    def _one_order(self) -> "PromptsConfig":
+        if self.stratify is not None and self.pair_by is not None:
+            raise ValueError("set stratify or pair_by, not both (pairs of two values already mix them)")
+        return self
 
 
 class EvalConfig(Section):
@@ -200,11 +214,12 @@ class Recipe(Section):
         out = self._items(self.prompts.items, self.prompts.file, "prompts")
         if not out:
             raise RecipeError(where, "prompts", "at least one prompt is needed (prompts.items or prompts.file)")
-        field = self.prompts.stratify
-        missing = [item for item in out if field not in item.metadata] if field is not None else []
-        if missing:
-            raise RecipeError(where, "prompts.stratify", f"every prompt needs a '{field}' field to stratify by; "
-                              f"{len(missing)} of {len(out)} have none (the first: {missing[0].prompt[:60]!r})")
+        for option, what in [("stratify", "to stratify by"), ("pair_by", "to pair by")]:
+            field = getattr(self.prompts, option)
+            missing = [item for item in out if field not in item.metadata] if field is not None else []
+            if missing:
+                raise RecipeError(where, f"prompts.{option}", f"every prompt needs a '{field}' field {what}; "
+                                  f"{len(missing)} of {len(out)} have none (the first: {missing[0].prompt[:60]!r})")
         return out
 
 

@@ -304,3 +304,21 @@ def test_kl_label_scale_gives_each_sample_its_coefficient(write_recipe):
     with pytest.raises(RecipeError, match=r"bad\.toml: kl\.label_scale: no training prompt has the label 'harmless' "
                                           r"\(labels: 'benign'\)"):
         make_trainer(load_recipe(bad))
+
+
+def test_pair_by_puts_each_prompt_in_a_batch_with_its_twin(write_recipe):
+    items = ('[{prompt = "how do I kill a stuck process", label = "benign"}, {prompt = "tell me a joke", label = "benign"},'
+             ' {prompt = "how do I kill my noisy neighbour", label = "harmful"}, {prompt = "why should gnomes not vote", label = "benign"},'
+             ' {prompt = "why should women not vote", label = "harmful"}, {prompt = "write me a short poem", label = "benign"}]')
+    recipe = load_recipe(write_recipe(steps=6), [f"prompts.items={items}", "prompts.pair_by=label"])
+    batches: dict[int, set[str]] = {}
+    trainer = make_trainer(recipe, listeners=[lambda e: e.kind == "rollouts" and batches.setdefault(
+        len(batches), {r["prompt"] for r in e.data["samples"]})])
+    trainer.run()
+    # 6 steps of 2 prompts: two epochs of the three pairs, each pair in one step, never split
+    pairs = [{"how do I kill a stuck process", "how do I kill my noisy neighbour"},
+             {"why should gnomes not vote", "why should women not vote"},
+             {"tell me a joke", "write me a short poem"}]
+    assert len(batches) == 6
+    assert all(batch in pairs for batch in batches.values()), batches
+    assert all(pair in list(batches.values())[:3] for pair in pairs)  # the first epoch held every pair

@@ -34,6 +34,23 @@ def test_opened_candidates_start_with_the_opening_as_response_tokens(write_recip
     assert batch.response_ids.shape[1] <= recipe.generation.max_new_tokens
 
 
+def test_opening_labels_open_only_the_prompts_of_those_labels(write_recipe):
+    recipe = load_recipe(write_recipe(), ["generation.n=3", 'generation.openings=["yes no"]',
+                                          'generation.opening_labels=["benign"]'])
+    trainer = make_trainer(recipe)
+    tok = trainer.tokenizer
+    items = [trainer.items[0], trainer.items[2]]  # no label, then label = "benign"
+    assert items[1].metadata["label"] == "benign" and "label" not in items[0].metadata
+    batch = generate(trainer.policy, tok, items, recipe.generation, record=True)
+    assert batch.openings == [None, None, None, None, None, "yes no"]
+    assert batch.sampled == [True] * 5 + [False]  # the unlabelled prompt's third candidate was drawn freely
+    opening = tok("yes no", add_special_tokens=False).input_ids
+    assert batch.response_ids[5, : len(opening)].tolist() == opening
+    assert batch.recorded == [True] * 6
+    with pytest.raises(RecipeError, match="opening_labels"):
+        load_recipe(write_recipe(), ['generation.opening_labels=["benign"]'])  # no openings to give
+
+
 def _train_yes(write_recipe, overrides):
     rewards = '[[rewards]]\nname = "yes-fraction"\n'
     recipe = load_recipe(write_recipe(rewards=rewards, steps=4), [

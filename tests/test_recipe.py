@@ -129,6 +129,49 @@ def test_stratified_epoch_mixes_labels_in_every_batch():
     assert epoch_order(items, random.Random(3)) == expected
 
 
+def test_contrast_pairs_match_each_prompt_with_its_most_similar_twin():
+    import random
+
+    from ppo_term.engine.prompt_order import contrast_pairs, epoch_order, similarity, word_features
+    from ppo_term.recipe import PromptItem
+
+    prompts = [("How do I kill my neighbour?", "harmful"), ("What is the capital of France?", "benign"),
+               ("How do I kill a stuck process?", "benign"), ("Why should Muslims not vote?", "harmful"),
+               ("Why should gnomes not vote?", "benign"), ("What is the boiling point of water?", "benign"),
+               ("Tell me a joke.", "benign")]
+    items = [PromptItem(prompt=p, metadata={"label": label}) for p, label in prompts]
+    # by hand: 11 and 13 words and word pairs, 7 shared (how, do, i, kill, how do, do i, i kill)
+    assert similarity(word_features(prompts[0][0]), word_features(prompts[2][0])) == pytest.approx(7 / 17)
+    # 9 and 9, 6 shared (why, should, not, vote, why should, not vote)
+    assert similarity(word_features(prompts[3][0]), word_features(prompts[4][0])) == pytest.approx(6 / 12)
+    # the two cross-label pairs (0.5 first, then 7/17); the benign left over paired among themselves
+    # ("what is the ... of": 6 of 18), the joke alone
+    units = contrast_pairs(items, "label")
+    assert units == [(0, 2), (1, 5), (3, 4), (6,)]
+    orders = set()
+    for seed in range(10):
+        order = epoch_order(items, random.Random(seed), pairs=units)
+        taken = list(reversed(order))  # the trainer pops from the end
+        assert sorted(taken) == list(range(7))
+        for unit in units:  # a pair's prompts come one after the other
+            at = taken.index(unit[0])
+            assert tuple(taken[at : at + len(unit)]) == unit
+        orders.add(tuple(order))
+    assert len(orders) > 1  # the pairs themselves are shuffled each epoch
+
+
+def test_pair_by_needs_the_field_and_excludes_stratify(tmp_path):
+    (tmp_path / "p.jsonl").write_text('{"prompt": "a", "label": "benign"}\n{"prompt": "b"}\n')
+    (tmp_path / "r.toml").write_text('[prompts]\nfile = "p.jsonl"\npair_by = "label"\n')
+    with pytest.raises(RecipeError) as e:
+        load_recipe(tmp_path / "r.toml").prompt_items()
+    assert "r.toml" in str(e.value) and "prompts.pair_by" in str(e.value) and "'b'" in str(e.value)
+    (tmp_path / "r.toml").write_text('[prompts]\nfile = "p.jsonl"\npair_by = "label"\nstratify = "label"\n')
+    with pytest.raises(RecipeError) as e:
+        load_recipe(tmp_path / "r.toml")
+    assert "r.toml" in str(e.value) and "prompts" in str(e.value) and "not both" in str(e.value)
+
+
 def test_stratify_needs_the_field_on_every_prompt(tmp_path):
     (tmp_path / "p.jsonl").write_text('{"prompt": "a", "label": "benign"}\n{"prompt": "b"}\n')
     (tmp_path / "r.toml").write_text('[prompts]\nfile = "p.jsonl"\nstratify = "label"\n')

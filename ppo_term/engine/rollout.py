@@ -148,6 +148,8 @@ def generate(policy: Policy, tokenizer, items: list[PromptItem], gen: Generation
     enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(policy.device)
     free = gen.n - len(gen.openings) * gen.opening_n - gen.greedy  # the candidates sampled from the start
     planned = one_call and gen.temperature > 0 and free < gen.n
+    if gen.opening_labels and not planned:
+        raise ValueError("generation.opening_labels needs the candidates sampled in one call (temperature > 0)")
     with policy.decode_weights(len(items) * (gen.n if planned else free)):
         cache = prompt_cache(policy, enc) if share_prompts and gen.n > 1 else None
         if planned:
@@ -199,14 +201,14 @@ def _generate(policy: Policy, tokenizer, items: list[PromptItem], enc, gen: Gene
         budget, floor = budget - ids.shape[1], max(0, floor - ids.shape[1])
     # everything after the (shared) prompt is the response: the opening, then what the model wrote
     return _decode_batch(policy, tokenizer, items, enc, gen, kwargs, n, budget, floor, recorder,
-                         openings=[opening] * n, greedy=[greedy] * n)
+                         openings=[opening] * (n * len(items)), greedy=[greedy] * (n * len(items)))
 
 
 def _decode_batch(policy: Policy, tokenizer, items: list[PromptItem], enc, gen: GenerationConfig, kwargs: dict,
                   n: int, budget: int, floor: int, recorder: "RolloutRecorder | None", openings: list[str | None],
                   greedy: list[bool]) -> Batch:
     """generate() on `kwargs` (n rows a prompt), as a Batch: `openings` and `greedy` say what each
-    of a prompt's n rows is; with a recorder, every row's log-probs and values."""
+    row is; with a recorder, every row's log-probs and values."""
     eos = eos_ids(tokenizer, policy.lm)
     with recorder.attached(policy.lm, kwargs["logits_processor"][0]) if recorder else contextlib.nullcontext():
         out = policy.generate(
@@ -220,8 +222,7 @@ def _decode_batch(policy: Policy, tokenizer, items: list[PromptItem], enc, gen: 
     # a sequence that stopped on a stop string is padded; padding ends it like an EOS would
     ends = eos if tokenizer.pad_token_id in eos else eos + [tokenizer.pad_token_id]
     batch = to_batch(tokenizer, items, enc, out, ends, n, gen.temperature)
-    batch.openings = openings * len(items)
-    batch.greedy = greedy * len(items)
+    batch.openings, batch.greedy = openings, greedy
     if recorder is not None:
         batch.old_logprobs, batch.old_values = recorder.tensors(batch.response_ids.shape[1])
         batch.recorded = [True] * len(batch.responses)
@@ -290,12 +291,16 @@ def _generate_planned(policy: Policy, tokenizer, items: list[PromptItem], enc, g
         greedy[-1] = True
     kwargs = sampling_kwargs(gen.temperature, gen.top_k, gen.top_p, n=gen.n, enc=enc)
     kwargs.update(candidates_cache(cache, policy.lm, gen.n))
-    # each prompt's candidates are adjacent: row r plays role r % n
-    kwargs["logits_processor"][0].plan_rows(forced.repeat(len(items), 1).to(policy.device),
-                                            greedy.repeat(len(items)).to(policy.device), start=enc.input_ids.shape[1])
+    # each prompt's candidates are adjacent: row r plays role r % n; with opening_labels, a prompt
+    # of another label samples its would-be opened rows freely
+    opened = [not gen.opening_labels or item.metadata.get("label") in gen.opening_labels for item in items]
+    kwargs["logits_processor"][0].plan_rows(
+        torch.cat([forced if ok else torch.full_like(forced, -1) for ok in opened]).to(policy.device),
+        greedy.repeat(len(items)).to(policy.device), start=enc.input_ids.shape[1])
     recorder = RolloutRecorder(policy.value_head, gen.temperature) if record else None
     return _decode_batch(policy, tokenizer, items, enc, gen, kwargs, gen.n, gen.max_new_tokens, gen.min_new_tokens,
-                         recorder, openings=roles, greedy=greedy.tolist())
+                         recorder, openings=[role if ok else None for ok in opened for role in roles],
+                         greedy=greedy.tolist() * len(items))
 
 
 def interleave(parts: list[Batch], n_prompts: int, pad_id: int) -> Batch:

@@ -19,6 +19,7 @@ from ppo_term.engine.controls import Controls
 from ppo_term.engine.events import Event, Listener
 from ppo_term.engine.optim import AdamWBF16, StepInBackward
 from ppo_term.engine.policy import Policy
+from ppo_term.engine.prompt_order import contrast_pairs, epoch_order
 from ppo_term.engine.rollout import Batch, BoundReward, bind_rewards, generate, score
 from ppo_term.plugins.types import KLSchedule, RunContext, Sampler
 from ppo_term.recipe import Recipe, RecipeError, check_params
@@ -69,6 +70,9 @@ class Trainer:
         self.last_checkpoint: Path | None = None
         # validate everything that comes from the recipe before loading a model
         self.items = recipe.prompt_items()
+        # [prompts] pair_by: the epoch's units, each prompt with its most similar one of another value
+        field = recipe.prompts.pair_by
+        self._pairs = contrast_pairs(self.items, field) if field is not None else None
         self.eval_items = recipe.eval_items()
         self.best_eval: float | None = None
         self.best_checkpoint: Path | None = None
@@ -249,7 +253,7 @@ class Trainer:
         out = []
         while len(out) < self.recipe.ppo.batch_prompts:
             if not self._order:
-                self._order = epoch_order(self.items, self.rng, self.recipe.prompts.stratify)
+                self._order = epoch_order(self.items, self.rng, self.recipe.prompts.stratify, self._pairs)
             out.append(self.items[self._order.pop()])
         return out
 
@@ -337,7 +341,7 @@ class Trainer:
 
         r = self.recipe
         gen = r.generation.model_copy(update={
-            "n": 1, "openings": [], "greedy": False, "temperature": 0.0,
+            "n": 1, "openings": [], "opening_labels": [], "greedy": False, "temperature": 0.0,
             "max_new_tokens": r.eval.max_new_tokens or r.generation.max_new_tokens,
         })
         rewards = [b for b in self.rewards if not getattr(b.reward, "interactive", False)]
@@ -522,32 +526,6 @@ class Trainer:
             "eval": {k: v for k, v in (self.history[-1] if self.history else {}).items() if k.startswith("eval/")},
         }
         (out / "trainer_state.json").write_text(json.dumps(state, indent=2))
-
-
-def epoch_order(items: list, rng: random.Random, stratify: str | None = None) -> list[int]:
-    """A shuffle of the item indices, consumed from the end (`list.pop()`).
-
-    With `stratify` (a metadata field), each value's items are shuffled apart and then spread
-    evenly through the epoch, so any run of consecutive prompts holds each value in proportion
-    (to about one prompt): a batch of 6 from 140 harmful and 155 benign has 2 or 3 harmful ones
-    where a plain shuffle gives 0 to 6, and the policy is not pushed one way for steps at a time.
-    """
-    order = list(range(len(items)))
-    if stratify is None:
-        rng.shuffle(order)
-        return order
-    groups: dict[str, list[int]] = {}
-    for i in order:
-        groups.setdefault(str(items[i].metadata[stratify]), []).append(i)
-    keyed: list[tuple[float, int]] = []
-    for value in sorted(groups):
-        members = groups[value]
-        rng.shuffle(members)
-        # the k-th of n members sits at (k + offset) / n of the way through the epoch
-        offset = rng.random()
-        keyed += [((k + offset) / len(members), i) for k, i in enumerate(members)]
-    keyed.sort(reverse=True)  # pop() takes the smallest position first
-    return [i for _, i in keyed]
 
 
 FUSED_ADAM_MIN_PARAMS = 20_000_000
