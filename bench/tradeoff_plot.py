@@ -52,6 +52,7 @@ NAMES = {
     "20261128-0857-kl-benign-x4-harmful-x0.5-seeds2-3-soup": "HB2+HB3",
     "20261128-0948-pair-by-label-seeds0-1-soup": "CP0+CP1",
     "20261128-1022-opening-harmful-only-seeds0-1-soup": "OH0+OH1",
+    "20261128-1058-batch12-mb32-seed0": "T0", "20261128-1127-batch12-mb32-seed1": "T1",
     # the undated bench/results/safety_eval.json, by its run directory
     "safety-eval-20261127-184242": "F0",
 }
