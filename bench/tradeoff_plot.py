@@ -53,6 +53,8 @@ NAMES = {
     "20261128-0948-pair-by-label-seeds0-1-soup": "CP0+CP1",
     "20261128-1022-opening-harmful-only-seeds0-1-soup": "OH0+OH1",
     "20261128-1058-batch12-mb32-seed0": "T0", "20261128-1127-batch12-mb32-seed1": "T1",
+    "20261203-0707-batch12-mb32-benign-1.0-seed0": "TB0", "20261203-0707-batch12-mb32-lr7e-4-seed0": "TL0",
+    "20261203-0813-batch12-mb32-lr8.5e-4-seed0": "TH0", "20261203-0813-batch12-mb32-lr8.5e-4-seed1": "TH1",
     # the undated bench/results/safety_eval.json, by its run directory
     "safety-eval-20261127-184242": "F0",
 }
@@ -69,7 +71,8 @@ MEMBER_PREFIX = {"20261128-0009-seeds6-9-soup": "F",
 EXCLUDED = {"20261126-0254", "20261126-0328"}
 # the machine each stretch of runs was made on, from the result's date (and time) on
 MACHINES = {"20261126": "2026-11-26: AVX-512 CPU, bf16", "20261127": "2026-11-27: AVX2 CPU, fp32",
-            "20261128": "2026-11-28 night: AVX2 CPU, fp32", "20261128-0430": "2026-11-28 morning: AVX-512 CPU, bf16"}
+            "20261128": "2026-11-28 night: AVX2 CPU, fp32", "20261128-0430": "2026-11-28 morning: AVX-512 CPU, bf16",
+            "20261203": "2026-12-03: AVX-512 CPU, bf16"}
 
 
 def machine_of(stem: str, day: str) -> str:
