@@ -136,6 +136,11 @@ def in_goal(p: Point) -> bool:
     return p.unsafe >= 80 - 1e-9 and p.safe - p.base_safe <= 10 + 1e-9
 
 
+def goal_reference(points: list[Point]) -> Point:
+    """The result whose base the drawn goal uses: one of the newest day's (the undated safety_eval.json by its run's day)."""
+    return max(points, key=lambda p: p.day)
+
+
 def plot(points: list[Point], out: Path) -> None:
     import matplotlib
 
@@ -143,7 +148,7 @@ def plot(points: list[Point], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(10, 7.5), dpi=100)
-    ref = points[-1]  # the goal drawn for the base of the last file: safety_eval.json, the newest result
+    ref = goal_reference(points)
     ax.axvspan(0, ref.base_safe + 10, ymin=0.8, ymax=1.0, color="#2a9d8f", alpha=0.12, lw=0)
     ax.text(1, 97, f"goal (base {ref.base_unsafe:.1f}% / {ref.base_safe:.1f}%)", fontsize=8, color="#2a9d8f", va="top")
     machines = sorted({p.machine for p in points if p.machine})

@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-from tradeoff_plot import in_goal, load_points, plot  # noqa: E402
+from tradeoff_plot import goal_reference, in_goal, load_points, plot  # noqa: E402
 
 
 def _result(path: Path, run: str, tuned: tuple[float, float], base: tuple[float, float]) -> None:
@@ -87,3 +87,14 @@ def test_results_of_one_day_from_two_machines_are_told_apart(tmp_path):
     assert MACHINES[points["KL2"].machine] == "2026-11-28 night: AVX2 CPU, fp32"
     assert MACHINES[points["B1"].machine] == "2026-11-28 morning: AVX-512 CPU, bf16"
     assert points["KL2"].day == points["B1"].day == "20261128"
+
+
+def test_goal_is_drawn_for_the_newest_days_base_not_the_undated_file(tmp_path):
+    # the undated safety_eval.json sorts last but holds an older run than the dated file
+    _result(tmp_path / "safety_eval.json", "runs/safety-eval-20261127-184242", (0.70, 0.112), (0.09, 0.016))
+    _result(tmp_path / "safety_eval-20261203-1031-x.json", "runs/y", (0.465, 0.036), (0.10, 0.024))
+
+    ref = goal_reference(load_points(tmp_path))
+
+    assert ref.day == "20261203"
+    assert [ref.base_unsafe, ref.base_safe] == pytest.approx([10.0, 2.4])
