@@ -138,8 +138,9 @@ def in_goal(p: Point) -> bool:
 
 
 def goal_reference(points: list[Point]) -> Point:
-    """The result whose base the drawn goal uses: one of the newest day's (the undated safety_eval.json by its run's day)."""
-    return max(points, key=lambda p: p.day)
+    """The result whose base the drawn goal uses: one of the newest day's, of its last machine where two made that day's
+    runs (the undated safety_eval.json is dated by its run's day)."""
+    return max(points, key=lambda p: (p.day, p.machine))
 
 
 def plot(points: list[Point], out: Path) -> None:

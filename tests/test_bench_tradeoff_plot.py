@@ -98,3 +98,12 @@ def test_goal_is_drawn_for_the_newest_days_base_not_the_undated_file(tmp_path):
 
     assert ref.day == "20261203"
     assert [ref.base_unsafe, ref.base_safe] == pytest.approx([10.0, 2.4])
+
+
+def test_goal_reference_takes_the_days_last_machine(tmp_path):
+    _result(tmp_path / "safety_eval-20261128-0300-kl0.1-seed2.json", "runs/a", (0.8, 0.1), (0.09, 0.016))
+    _result(tmp_path / "safety_eval-20261128-0507-kl-benign-x4-seed1.json", "runs/b", (0.775, 0.112), (0.10, 0.024))
+
+    ref = goal_reference(load_points(tmp_path))
+
+    assert ref.name == "B1" and ref.base_safe == pytest.approx(2.4)
