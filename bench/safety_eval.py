@@ -133,7 +133,8 @@ def best_checkpoint(run: Path) -> Path | None:
 
 
 def tuned_spec(run: Path) -> str:
-    """What a run hands over as its tuned model: checkpoints/best if it kept one, else its latest."""
+    """What a run hands over as its tuned model: checkpoints/best if it kept one, else checkpoints/average
+    if its recipe's [average] made one, else its latest."""
     return str(best_checkpoint(run) or run)
 
 
@@ -246,7 +247,11 @@ def main() -> None:
         state = Path(target.adapter or target.full) / "trainer_state.json"
         return json.loads(state.read_text())["step"] if state.is_file() else None  # a soup has no step
 
+    average = tuned.adapter or tuned.full
+    average = json.loads((average / "soup.json").read_text()) if average.name == "average" else None
     columns = ["base", f"tuned (best on the held-out prompts: step {step_of(tuned)})" if best
+               else "tuned (the average of steps " + ", ".join(str(step_of(resolve_target(m["checkpoint"])))
+                                                         for m in average["members"]) + ")" if average
                else f"soup of seeds {', '.join(str(m['seed']) for m in members)}" if members else "tuned"]
     columns += [f"final (step {step_of(final)})"] if best else []
     columns += [name for name in results if name.startswith("seed ")]
@@ -295,7 +300,9 @@ def main() -> None:
     (args.out / "safety_eval.json").write_text(json.dumps(
         {"run": str(run), "recipe": args.recipe, "overrides": args.overrides, "train_seconds": train_s,
          "precision": loaded_precision, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-         "checkpoints": {"tuned": step_of(tuned), **({"final": step_of(final)} if best else {})},
+         "checkpoints": {"tuned": step_of(tuned), **({"final": step_of(final)} if best else {}),
+                         **({"average_of": [step_of(resolve_target(m["checkpoint"])) for m in average["members"]]}
+                            if average else {})},
          "members": [{**m, "run": str(m["run"])} for m in members],
          "summaries": {k: v["summary"] for k, v in results.items()}}, indent=2))
     # the rows quote XSTest in full: they stay in the (git-ignored) run directory

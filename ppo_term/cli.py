@@ -106,9 +106,16 @@ def _run(recipe, run_dir: Path | None, headless: bool) -> int:
         watcher.close()
         rd.close()
     rd.write_state(status=result.status, steps_done=result.steps_done)
-    typer.echo(f"{result.status} after {result.steps_done} steps; "
-               f"last checkpoint: {result.last_checkpoint}; run directory: {rd.path}")
+    _say_result(result, rd.path)
     return 0
+
+
+def _say_result(result, run_path) -> None:
+    typer.echo(f"{result.status} after {result.steps_done} steps; "
+               f"last checkpoint: {result.last_checkpoint}; run directory: {run_path}")
+    if result.average is not None:
+        typer.echo(f"the run hands over {result.average} (the average of its last checkpoints, [average]); "
+                   f"`ppo-term eval {run_path}` evaluates it")
 
 
 def _run_dashboard(trainer, rd) -> int:
@@ -145,8 +152,7 @@ def _run_dashboard(trainer, rd) -> int:
         raise e
     result = app.result
     rd.write_state(status=result.status, steps_done=result.steps_done)
-    typer.echo(f"{result.status} after {result.steps_done} steps; "
-               f"last checkpoint: {result.last_checkpoint}; run directory: {rd.path}")
+    _say_result(result, rd.path)
     return 0
 
 
@@ -413,7 +419,7 @@ def _terminal_plot(values: list[float], tokens: list[str]) -> None:
 
 @app.command()
 def export(
-    checkpoint: Annotated[str, typer.Argument(help="a checkpoint directory or a run directory (its latest)")],
+    checkpoint: Annotated[str, typer.Argument(help="a checkpoint directory or a run directory (what it hands over: checkpoints/average, else its latest)")],
     out: Annotated[Path, typer.Option("--out", help="folder for the merged Hugging Face model")],
 ) -> None:
     """Merge the adapter into its base: a plain model directory transformers loads without ppo-term."""
@@ -429,7 +435,7 @@ def export(
 
 @app.command()
 def soup(
-    checkpoints: Annotated[list[str], typer.Argument(help="checkpoint or run directories (a run: its latest)")],
+    checkpoints: Annotated[list[str], typer.Argument(help="checkpoint or run directories (a run: checkpoints/average, else its latest)")],
     out: Annotated[Path, typer.Option("--out", help="folder for the averaged checkpoint")],
     weights: Annotated[Optional[str], typer.Option(
         "--weights", help="comma-separated, one per checkpoint (default: equal, summing to 1); "

@@ -1,7 +1,8 @@
 """Evaluate checkpoints on a fixed prompt set: responses, reward components, refusal, KL to the base.
 
-A target is a model name or directory (the base model), a run directory (its latest checkpoint)
-or a checkpoint directory. Used by `ppo-term eval`, `compare`, `shift` and `export`.
+A target is a model name or directory (the base model), a run directory (what the run hands over:
+checkpoints/average where its recipe's [average] made one, else its latest checkpoint) or a
+checkpoint directory. Used by `ppo-term eval`, `compare`, `shift` and `export`.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def resolve_target(spec: str) -> Target:
     if (path / "state.json").is_file() and (path / "checkpoints").is_dir():
         from ppo_term.runs import RunDir
 
-        ckpt = RunDir(path).latest_checkpoint()
+        average = path / "checkpoints" / "average"
+        ckpt = average if (average / "soup.json").is_file() else RunDir(path).latest_checkpoint()
         if ckpt is None:
             raise TargetError(f"run {path} has no checkpoint yet")
         target = resolve_target(str(ckpt))

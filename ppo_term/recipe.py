@@ -179,6 +179,22 @@ class EvalConfig(Section):
     keep_best: bool = Field(False, description="keep the checkpoint of the best mean eval reward as checkpoints/best")
 
 
+class AverageConfig(Section):
+    """The run hands over the average of its last checkpoints (`ppo-term soup` of its own tail,
+    exact for LoRA) as checkpoints/average: where the policy still swings from step to step, the
+    average sits near the middle of the swing instead of wherever the last step happened to land."""
+
+    last: int = Field(0, ge=0, description="how many checkpoints to average: the last step's and one every "
+                      "`every` steps before it; 0 = off (the run hands over its last step), else at least 2")
+    every: int = Field(10, ge=1, description="steps between the averaged checkpoints")
+
+    @model_validator(mode="after")
+    def _two_or_none(self) -> "AverageConfig":
+        if self.last == 1:
+            raise ValueError("an average of one checkpoint is the last step: set 0 (off) or at least 2")
+        return self
+
+
 class Recipe(Section):
     name: str = "run"
     model: str = "smollm2-135m-instruct"
@@ -200,6 +216,7 @@ class Recipe(Section):
     rewards: list[RewardSpec] = Field(default_factory=list)
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    average: AverageConfig = Field(default_factory=AverageConfig)
 
     # where the recipe came from; relative prompt files resolve against it
     _source: Path | None = PrivateAttr(None)
@@ -207,6 +224,13 @@ class Recipe(Section):
     @property
     def source(self) -> Path | None:
         return self._source
+
+    def average_steps(self) -> list[int]:
+        """The steps whose checkpoints [average] averages, oldest first: those of the `last` that fit
+        in the run (a run shortened with --steps may hold fewer); none when it is off or one fits."""
+        a = self.average
+        steps = [self.steps - a.every * i for i in range(a.last - 1, -1, -1) if self.steps - a.every * i >= 1]
+        return steps if len(steps) >= 2 else []
 
     def prompt_items(self) -> list[PromptItem]:
         """The training prompts with their metadata, inline items first, then the file's."""
@@ -332,7 +356,14 @@ def recipe_from_dict(data: dict[str, Any], source: str | Path = "<recipe>") -> R
         err = e.errors()[0]
         raise RecipeError(source, _loc(err["loc"]), _explain(err, data)) from None
     recipe._source = Path(source) if str(source) != "<recipe>" else None
+    _check_average(recipe, source)
     return recipe
+
+
+def _check_average(recipe: Recipe, source: str | Path) -> None:
+    if recipe.average.last and recipe.eval.keep_best:
+        raise RecipeError(source, "average.last", "the run hands over either its best checkpoint "
+                          "(eval.keep_best) or the average of its last ones, not both")
 
 
 def _loc(loc: tuple[Any, ...]) -> str:

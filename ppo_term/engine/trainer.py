@@ -41,6 +41,7 @@ class RunResult:
     status: str  # "finished" | "stopped"
     steps_done: int
     last_checkpoint: Path | None
+    average: Path | None = None  # checkpoints/average, when the recipe's [average] made one
 
 
 class Trainer:
@@ -190,13 +191,20 @@ class Trainer:
         """Steps until the recipe's count or a stop; saves at save_every and at the end."""
         r = self.recipe
         status = "stopped"
+        average_steps = r.average_steps()
+        average = None
+        if r.average.last and not average_steps:
+            self.emit("warning", message=f"[average]: {r.average.last} checkpoints {r.average.every} steps apart "
+                      f"do not fit in {r.steps} steps; the run hands over its last step")
         try:
             while self.step < r.steps:
                 if not self._boundary("generate"):
                     break
                 metrics = self.train_step()
-                if r.save_every and self.step % r.save_every == 0 and self.step < r.steps:
+                if self.step < r.steps and r.save_every and self.step % r.save_every == 0:
                     self.save_checkpoint(reason="save_every")
+                elif self.step < r.steps and self.step in average_steps:
+                    self.save_checkpoint(reason="average")
                 held_out = metrics.get("eval/reward")
                 if r.eval.keep_best and held_out is not None and (self.best_eval is None or held_out > self.best_eval):
                     self.best_eval = held_out
@@ -205,6 +213,8 @@ class Trainer:
                 status = "finished"
             if self.step > 0 and (self.last_checkpoint is None or self.last_checkpoint.name != f"step-{self.step}"):
                 self.save_checkpoint(reason="end" if status == "finished" else "stop")
+            if status == "finished" and average_steps:
+                average = self.save_average(average_steps)
         except Exception as e:
             self.emit("error", message=str(e), type=type(e).__name__, phase=self.phase)
             raise
@@ -215,7 +225,7 @@ class Trainer:
                 except Exception as e:  # tear-down errors must not hide the run's own outcome
                     self.emit("warning", message=f"reward '{bound.name}' teardown failed: {e}")
         self.emit("end", status=status, steps_done=self.step)
-        return RunResult(status, self.step, self.last_checkpoint)
+        return RunResult(status, self.step, self.last_checkpoint, average)
 
     def _boundary(self, next_phase: str) -> bool:
         """Apply pending controls; wait here while paused. False when the run should stop."""
@@ -502,6 +512,22 @@ class Trainer:
         if name is None:
             self.last_checkpoint = path
         self.emit("checkpoint", path=str(path), reason=reason)
+        return path
+
+    def save_average(self, steps: list[int]) -> Path | None:
+        """checkpoints/average: the soup of the checkpoints at `steps`, the model the run hands over.
+        A failure leaves the run's own checkpoints as they are and says so."""
+        if self.run_dir is None:
+            return None
+        from ppo_term.soup import make_soup
+
+        members = [str(self.run_dir.checkpoints / f"step-{s}") for s in steps]
+        try:
+            path = self.run_dir.write_checkpoint(self.step, lambda out: make_soup(members, out), name="average")
+        except Exception as e:  # the steps' checkpoints are all still there to average by hand
+            self.emit("warning", message=f"[average]: could not average steps {steps}: {e}")
+            return None
+        self.emit("checkpoint", path=str(path), reason="average", steps=steps)
         return path
 
     def _write_checkpoint(self, out: Path) -> None:
