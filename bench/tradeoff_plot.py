@@ -66,6 +66,9 @@ NAMES = {
     "20261203-1319-batch12-mb32-lr1e-3-average-60-90-seed0": "AX0",
     "20261203-1353-batch12-mb32-lr8.5e-4-kl0.03-average-60-90-seed0": "K0",
     "20261203-1427-batch12-mb32-lr8.5e-4-average-60-90-seed2": "AH2",
+    "20261203-1502-batch12-mb32-lr8.5e-4-seed2-step90": "AH2@90",
+    "20261203-1502-batch12-mb32-lr1e-3-seed0-step90": "AX0@90",
+    "20261203-1502-batch12-mb32-lr8.5e-4-kl0.03-seed0-step90": "K0@90",
     # the undated bench/results/safety_eval.json, by its run directory
     "safety-eval-20261127-184242": "F0",
 }
