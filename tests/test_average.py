@@ -60,7 +60,7 @@ def test_a_finished_run_hands_over_the_average_of_its_last_checkpoints(write_rec
     mean = sum(delta(ckpts / f"step-{s}", key) for s in (2, 4, 6)) / 3
     assert not torch.allclose(delta(ckpts / "step-2", key), delta(ckpts / "step-6", key))  # the steps differ
     torch.testing.assert_close(delta(ckpts / "average", key), mean, rtol=1e-5, atol=1e-6)
-    # a run directory as TARGET means what the run hands over; resuming still starts from step-6
+    # a run directory as TARGET means what the run hands over; its latest step is still step-6
     assert resolve_target(str(run)).adapter == ckpts / "average"
     assert RunDir(run).latest_checkpoint() == ckpts / "step-6"
     saved = [(e.step, e.data["reason"]) for e in seen if e.kind == "checkpoint"]
