@@ -247,11 +247,13 @@ def main() -> None:
         state = Path(target.adapter or target.full) / "trainer_state.json"
         return json.loads(state.read_text())["step"] if state.is_file() else None  # a soup has no step
 
-    average = tuned.adapter or tuned.full
-    average = json.loads((average / "soup.json").read_text()) if average.name == "average" else None
+    # with [average] the run hands over checkpoints/average: the steps it averaged
+    tuned_dir = tuned.adapter or tuned.full
+    average_of = ([step_of(resolve_target(m["checkpoint"]))
+                   for m in json.loads((tuned_dir / "soup.json").read_text())["members"]]
+                  if tuned_dir.name == "average" else None)
     columns = ["base", f"tuned (best on the held-out prompts: step {step_of(tuned)})" if best
-               else "tuned (the average of steps " + ", ".join(str(step_of(resolve_target(m["checkpoint"])))
-                                                         for m in average["members"]) + ")" if average
+               else f"tuned (the average of steps {', '.join(map(str, average_of))})" if average_of
                else f"soup of seeds {', '.join(str(m['seed']) for m in members)}" if members else "tuned"]
     columns += [f"final (step {step_of(final)})"] if best else []
     columns += [name for name in results if name.startswith("seed ")]
@@ -301,8 +303,7 @@ def main() -> None:
         {"run": str(run), "recipe": args.recipe, "overrides": args.overrides, "train_seconds": train_s,
          "precision": loaded_precision, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
          "checkpoints": {"tuned": step_of(tuned), **({"final": step_of(final)} if best else {}),
-                         **({"average_of": [step_of(resolve_target(m["checkpoint"])) for m in average["members"]]}
-                            if average else {})},
+                         **({"average_of": average_of} if average_of else {})},
          "members": [{**m, "run": str(m["run"])} for m in members],
          "summaries": {k: v["summary"] for k, v in results.items()}}, indent=2))
     # the rows quote XSTest in full: they stay in the (git-ignored) run directory
