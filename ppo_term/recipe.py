@@ -93,6 +93,9 @@ class PPOConfig(Section):
     gamma: float = Field(1.0, ge=0, le=1)
     lam: float = Field(0.95, ge=0, le=1)
     cliprange: float = Field(0.2, gt=0)
+    dual_clip: float | None = Field(
+        None, gt=1, description="dual-clip PPO: where the advantage is negative, the loss of a token is at most "
+        "dual_clip times |advantage|, however far its ratio ran during the update (e.g. 3.0; none: plain PPO)")
     cliprange_value: float = Field(0.2, gt=0)
     vf_coef: float = Field(0.1, ge=0)
     ent_coef: float = Field(0.0, ge=0)

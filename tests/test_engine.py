@@ -96,6 +96,18 @@ def test_lr_schedule_reaches_the_optimizer(write_recipe):
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.005)
 
 
+def test_dual_clip_reaches_the_update(write_recipe):
+    def run(*overrides):
+        metrics = []
+        make_trainer(load_recipe(write_recipe(steps=2), ["ppo.lr=0.05", "ppo.epochs=2", *overrides]),
+                     listeners=[lambda e: e.kind == "metrics" and metrics.append(e.data)]).run()
+        return metrics
+
+    # a bound just above 1: in the second epoch some negative-advantage token's ratio has passed it
+    assert max(m["dual_clipfrac"] for m in run("ppo.dual_clip=1.001")) > 0
+    assert all("dual_clipfrac" not in m for m in run())  # plain PPO by default
+
+
 def test_full_finetuning_keeps_a_frozen_reference(write_recipe):
     trainer = make_trainer(load_recipe(write_recipe(steps=2), ["lora.enabled=false", "ppo.lr=0.01"]))
     ref_before = {n: p.clone() for n, p in trainer.policy.ref_model.named_parameters()}

@@ -84,19 +84,50 @@ def test_policy_loss_by_hand():
     # per-token losses max(-A r, -A clip(r)) = -1.2 (clipped), 1.6 (clipped), -1.1
     new = torch.log(t([1.5, 0.5, 1.1]))
     old = t([0.0, 0.0, 0.0])
-    loss, clipfrac, approx_kl = ppo.policy_loss(new, old, t([1.0, -2.0, 1.0]), t([1.0, 1.0, 1.0]), 0.2)
+    loss, clipfrac, approx_kl, dual_clipfrac = ppo.policy_loss(new, old, t([1.0, -2.0, 1.0]), t([1.0, 1.0, 1.0]), 0.2)
     assert loss.item() == pytest.approx((-1.2 + 1.6 - 1.1) / 3)
     assert clipfrac.item() == pytest.approx(2 / 3)
     expected_kl = 0.5 * sum(math.log(r) ** 2 for r in (1.5, 0.5, 1.1)) / 3
     assert approx_kl.item() == pytest.approx(expected_kl)
+    assert dual_clipfrac.item() == 0.0  # no dual clip asked for
 
 
 def test_policy_loss_gradient_is_zero_where_clipped():
     new = torch.log(t([1.5, 1.1])).requires_grad_()
-    loss, _, _ = ppo.policy_loss(new, t([0.0, 0.0]), t([1.0, 1.0]), t([1.0, 1.0]), 0.2)
+    loss, *_ = ppo.policy_loss(new, t([0.0, 0.0]), t([1.0, 1.0]), t([1.0, 1.0]), 0.2)
     loss.backward()
     # d/dlogp of -A*r/2 is -A*r/2 = -0.55 for the unclipped token; 0 for the clipped one
     assert new.grad[0].tolist() == pytest.approx([0.0, -0.55])
+
+
+def test_dual_clip_by_hand():
+    # ratios 5, 0.5, 5, 1.1 with advantages -1, -2, 1, -1, cliprange 0.2, dual_clip 3:
+    # plain PPO: max(-A r, -A clip(r)) = 5 (unclipped: A < 0 is unbounded above), 1.6 (clipped),
+    # -1.2 (clipped), 1.1; dual clip caps the first at -A * 3 = 3 and leaves the rest (1.6 < 6)
+    new = torch.log(t([5.0, 0.5, 5.0, 1.1]))
+    old, adv, mask = t([0.0, 0.0, 0.0, 0.0]), t([-1.0, -2.0, 1.0, -1.0]), t([1.0, 1.0, 1.0, 1.0])
+    plain_new, dual_new = new.clone().requires_grad_(), new.clone().requires_grad_()
+    plain, clipfrac, _, dual_clipfrac = ppo.policy_loss(plain_new, old, adv, mask, 0.2)
+    assert plain.item() == pytest.approx((5.0 + 1.6 - 1.2 + 1.1) / 4)
+    assert (clipfrac.item(), dual_clipfrac.item()) == pytest.approx((2 / 4, 0.0))
+    loss, clipfrac, _, dual_clipfrac = ppo.policy_loss(dual_new, old, adv, mask, 0.2, dual_clip=3.0)
+    assert loss.item() == pytest.approx((3.0 + 1.6 - 1.2 + 1.1) / 4)
+    assert (clipfrac.item(), dual_clipfrac.item()) == pytest.approx((2 / 4, 1 / 4))
+    plain.backward()
+    loss.backward()
+    # d/dlogp of -A r / 4 = r / 4 where unclipped: plain PPO pushes the runaway token with 5/4,
+    # more than the in-range one (0.275); dual clip gives it none
+    assert plain_new.grad[0].tolist() == pytest.approx([1.25, 0.0, 0.0, 0.275])
+    assert dual_new.grad[0].tolist() == pytest.approx([0.0, 0.0, 0.0, 0.275])
+
+
+def test_dual_clip_in_recipe_must_exceed_one(tmp_path):
+    from ppo_term.recipe import RecipeError, load_recipe
+
+    path = tmp_path / "r.toml"
+    path.write_text('name = "x"\nmodel = "m"\n[ppo]\ndual_clip = 0.5\n')
+    with pytest.raises(RecipeError, match="dual_clip"):
+        load_recipe(path)
 
 
 def test_value_loss_by_hand():

@@ -147,20 +147,30 @@ def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float)
 
 
 def policy_loss(
-    logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, cliprange: float
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Clipped surrogate objective; returns (loss, clipfrac, approx_kl)."""
+    logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, cliprange: float,
+    dual_clip: float | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Clipped surrogate objective, optionally dual-clipped; returns (loss, clipfrac, approx_kl,
+    dual_clipfrac)."""
     log_ratio = logprobs - old_logprobs
     ratio = torch.exp(log_ratio)
     # unclipped and clipped surrogate, as losses (negated objectives)
     pg_losses = -advantages * ratio
     pg_losses_clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
     # pessimistic bound: the larger loss
-    loss = masked_mean(torch.maximum(pg_losses, pg_losses_clipped), mask)
+    losses = torch.maximum(pg_losses, pg_losses_clipped)
+    dual_clipped = torch.zeros_like(losses, dtype=torch.bool)
+    if dual_clip is not None:
+        # dual clip (Ye et al., 2020): where A < 0 the loss is at most -dual_clip * A, so a token whose
+        # ratio ran away during this update (unbounded above for A < 0) cannot swamp the minibatch
+        dual_clipped = (advantages < 0) & (pg_losses > -advantages * dual_clip)
+        losses = torch.where(dual_clipped, -advantages * dual_clip, losses)
+    loss = masked_mean(losses, mask)
     # how often clipping was active, and how far the policy moved this update
     clipfrac = masked_mean((pg_losses_clipped > pg_losses).float(), mask)
     approx_kl = 0.5 * masked_mean(log_ratio**2, mask)
-    return loss, clipfrac.detach(), approx_kl.detach()
+    dual_clipfrac = masked_mean(dual_clipped.float(), mask)
+    return loss, clipfrac.detach(), approx_kl.detach(), dual_clipfrac.detach()
 
 
 def value_loss(

@@ -443,8 +443,8 @@ class Trainer:
                 # entropy needs a graph only when it is part of the loss
                 with torch.set_grad_enabled(pc.ent_coef > 0):
                     entropy = ppo.masked_mean(ppo.entropy_from_logits(logits, temp), m)
-                pg_loss, clipfrac, approx_kl = ppo.policy_loss(
-                    new_logprobs, logprobs[idx], advantages[idx], m, pc.cliprange
+                pg_loss, clipfrac, approx_kl, dual_clipfrac = ppo.policy_loss(
+                    new_logprobs, logprobs[idx], advantages[idx], m, pc.cliprange, pc.dual_clip
                 )
                 vf_loss, vf_clipfrac = ppo.value_loss(new_values, values[idx], returns[idx], m, pc.cliprange_value)
                 loss = pg_loss + pc.vf_coef * vf_loss - pc.ent_coef * entropy
@@ -458,7 +458,8 @@ class Trainer:
                     self.optimizer.zero_grad(set_to_none=True)
                 stats.add(policy_loss=pg_loss.item(), value_loss=vf_loss.item(), entropy=entropy.item(),
                           clipfrac=clipfrac.item(), approx_kl=approx_kl.item(), vf_clipfrac=vf_clipfrac.item(),
-                          grad_norm=grad_norm.item())
+                          grad_norm=grad_norm.item(),
+                          **({"dual_clipfrac": dual_clipfrac.item()} if pc.dual_clip is not None else {}))
         # KL as measured on the policy's own samples: a given opening, or a greedy answer, was not drawn from it
         sampled = torch.tensor(batch.sampled, device=kl.device)
         row_kl = kl.sum(-1)
