@@ -98,6 +98,8 @@ class PPOConfig(Section):
         "dual_clip times |advantage|, however far its ratio ran during the update (e.g. 3.0; none: plain PPO)")
     cliprange_value: float = Field(0.2, gt=0)
     vf_coef: float = Field(0.1, ge=0)
+    critic: bool = Field(True, description="learn a value head and subtract it (GAE); false: critic-free, the "
+                         "advantage is the reward to go (with score_baseline = group: RLOO's estimator), whitened")
     ent_coef: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
     kl_estimator: Literal["k1", "k3"] = "k1"

@@ -74,6 +74,23 @@ def test_ppo_raises_the_probability_of_the_rewarded_token(write_recipe, baseline
     assert last > first
 
 
+def test_critic_free_learns_without_training_the_value_head(write_recipe):
+    rewards = '[[rewards]]\nname = "yes-fraction"\n'
+    recipe = load_recipe(write_recipe(rewards=rewards, steps=12), [
+        "ppo.lr=0.01", "generation.n=4", "ppo.batch_prompts=3", "ppo.minibatch=6", "ppo.epochs=2",
+        "generation.max_new_tokens=4", "kl.coef=0.01", "ppo.score_baseline=group", "ppo.critic=false",
+    ])
+    metrics = []
+    trainer = make_trainer(recipe, YesReward, listeners=[lambda e: e.kind == "metrics" and metrics.append(e.data)])
+    head = {n: p.detach().clone() for n, p in trainer.policy.value_head.named_parameters()}
+    before = prob_of(trainer, "yes")
+    trainer.run()
+    assert prob_of(trainer, "yes") > 3 * before
+    # no value loss, so the head gets no gradient and the metrics carry no value terms
+    assert all(torch.equal(p, head[n]) for n, p in trainer.policy.value_head.named_parameters())
+    assert all("value_loss" not in m and m["value_mean"] == 0 for m in metrics)
+
+
 def test_only_lora_and_value_head_train(write_recipe):
     trainer = make_trainer(load_recipe(write_recipe(steps=2), ["ppo.lr=0.01"]))
     base = {n: p.detach().clone() for n, p in trainer.policy.lm.named_parameters() if "lora_" not in n}

@@ -423,6 +423,9 @@ class Trainer:
         rewards = ppo.token_rewards(scores, kl, self.kl_coefs(batch, kl_coef), mask)
         if pc.whiten_rewards:
             rewards = ppo.masked_whiten(rewards, mask, shift_mean=False)
+        if not pc.critic:
+            # critic-free (RLOO's or GRPO's way): no learnt baseline, the advantage is the reward to go
+            values = torch.zeros_like(values)
         advantages, returns = ppo.gae(rewards, values, mask, pc.gamma, pc.lam)
         advantages = ppo.masked_whiten(advantages, mask)
 
@@ -438,7 +441,7 @@ class Trainer:
             for idx in torch.randperm(B).split(pc.minibatch):
                 idx = idx.to(mask.device)
                 m = mask[idx]
-                logits, new_values = self.policy.forward(self.policy.lm, ids[idx], att[idx], P)
+                logits, new_values = self.policy.forward(self.policy.lm, ids[idx], att[idx], P, with_values=pc.critic)
                 new_logprobs = ppo.logprobs_from_logits(logits, batch.response_ids[idx], temp)
                 # entropy needs a graph only when it is part of the loss
                 with torch.set_grad_enabled(pc.ent_coef > 0):
@@ -446,8 +449,10 @@ class Trainer:
                 pg_loss, clipfrac, approx_kl, dual_clipfrac = ppo.policy_loss(
                     new_logprobs, logprobs[idx], advantages[idx], m, pc.cliprange, pc.dual_clip
                 )
-                vf_loss, vf_clipfrac = ppo.value_loss(new_values, values[idx], returns[idx], m, pc.cliprange_value)
-                loss = pg_loss + pc.vf_coef * vf_loss - pc.ent_coef * entropy
+                loss = pg_loss - pc.ent_coef * entropy
+                if pc.critic:
+                    vf_loss, vf_clipfrac = ppo.value_loss(new_values, values[idx], returns[idx], m, pc.cliprange_value)
+                    loss = loss + pc.vf_coef * vf_loss
                 loss.backward()  # with step_in_backward, this also updates the weights
                 if self.step_in_backward is not None:
                     grad_norm = self.step_in_backward.grad_norm()
@@ -456,9 +461,9 @@ class Trainer:
                     self.optimizer.step()
                     # free the gradients before the next forward (full fine-tuning: 4 bytes a weight)
                     self.optimizer.zero_grad(set_to_none=True)
-                stats.add(policy_loss=pg_loss.item(), value_loss=vf_loss.item(), entropy=entropy.item(),
-                          clipfrac=clipfrac.item(), approx_kl=approx_kl.item(), vf_clipfrac=vf_clipfrac.item(),
-                          grad_norm=grad_norm.item(),
+                stats.add(policy_loss=pg_loss.item(), entropy=entropy.item(), clipfrac=clipfrac.item(),
+                          approx_kl=approx_kl.item(), grad_norm=grad_norm.item(),
+                          **({"value_loss": vf_loss.item(), "vf_clipfrac": vf_clipfrac.item()} if pc.critic else {}),
                           **({"dual_clipfrac": dual_clipfrac.item()} if pc.dual_clip is not None else {}))
         # KL as measured on the policy's own samples: a given opening, or a greedy answer, was not drawn from it
         sampled = torch.tensor(batch.sampled, device=kl.device)
