@@ -69,6 +69,10 @@ NAMES = {
     "20261203-1502-batch12-mb32-lr8.5e-4-seed2-step90": "AH2@90",
     "20261203-1502-batch12-mb32-lr1e-3-seed0-step90": "AX0@90",
     "20261203-1502-batch12-mb32-lr8.5e-4-kl0.03-seed0-step90": "K0@90",
+    "20261203-1534-dualclip3-seed0": "DC0", "20261203-1534-dualclip3-seed1": "DC1",
+    "20261203-1612-critic-free-dualclip3-seed0": "CF0", "20261203-1612-critic-free-dualclip3-seed1": "CF1",
+    "20261203-1650-critic-free-dualclip3-seed2": "CF2", "20261203-1650-critic-free-dualclip3-seed3": "CF3",
+    "20261203-1729-soup-CF0-CF3": "soup CF0-CF3",
     # the undated bench/results/safety_eval.json, by its run directory
     "safety-eval-20261127-184242": "F0",
 }
