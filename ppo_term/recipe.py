@@ -100,6 +100,10 @@ class PPOConfig(Section):
     vf_coef: float = Field(0.1, ge=0)
     critic: bool = Field(True, description="learn a value head and subtract it (GAE); false: critic-free, the "
                          "advantage is the reward to go (with score_baseline = group: RLOO's estimator), whitened")
+    update_tokens: int | None = Field(
+        None, gt=0, description="the loss covers each response's first update_tokens tokens only (where a reply "
+        "declines or answers) and the update's passes stop there; the rewards, KL and advantages still see the "
+        "whole response (none: every token)")
     ent_coef: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
     kl_estimator: Literal["k1", "k3"] = "k1"

@@ -91,6 +91,38 @@ def test_critic_free_learns_without_training_the_value_head(write_recipe):
     assert all("value_loss" not in m and m["value_mean"] == 0 for m in metrics)
 
 
+def test_update_tokens_trains_the_first_tokens_in_shorter_passes(write_recipe):
+    rewards = '[[rewards]]\nname = "yes-fraction"\n'
+    settings = ["ppo.lr=0.01", "generation.n=4", "ppo.batch_prompts=3", "ppo.minibatch=6", "ppo.epochs=2",
+                "generation.max_new_tokens=4", "generation.min_new_tokens=4", "kl.coef=0.01",
+                "ppo.score_baseline=group"]
+    trainer = make_trainer(load_recipe(write_recipe(rewards=rewards, steps=12), [*settings, "ppo.update_tokens=1"]),
+                           YesReward)
+    widths = []
+    forward = trainer.policy.forward
+
+    def recording(lm, input_ids, attention_mask, prompt_len, **kw):
+        if torch.is_grad_enabled():
+            widths.append(input_ids.shape[1] - prompt_len)  # response tokens the update's pass runs
+        return forward(lm, input_ids, attention_mask, prompt_len, **kw)
+
+    trainer.policy.forward = recording
+    before = prob_of(trainer, "yes")
+    trainer.run()
+    # the loss on the first token alone still moves it toward the reward
+    assert prob_of(trainer, "yes") > 3 * before
+    assert widths and set(widths) == {1}
+
+    # as many update tokens as the response has is the plain update, to the bit
+    def lora_after(*extra):
+        t = make_trainer(load_recipe(write_recipe(rewards=rewards, steps=2), [*settings, *extra]), YesReward)
+        t.run()
+        return {n: p.detach().clone() for n, p in t.policy.named_trainable_parameters()}
+
+    plain, same = lora_after(), lora_after("ppo.update_tokens=4")
+    assert all(torch.equal(plain[n], same[n]) for n in plain)
+
+
 def test_only_lora_and_value_head_train(write_recipe):
     trainer = make_trainer(load_recipe(write_recipe(steps=2), ["ppo.lr=0.01"]))
     base = {n: p.detach().clone() for n, p in trainer.policy.lm.named_parameters() if "lora_" not in n}

@@ -427,10 +427,12 @@ class Trainer:
             # critic-free (RLOO's or GRPO's way): no learnt baseline, the advantage is the reward to go
             values = torch.zeros_like(values)
         advantages, returns = ppo.gae(rewards, values, mask, pc.gamma, pc.lam)
-        advantages = ppo.masked_whiten(advantages, mask)
+        # update_tokens: only the responses' first K tokens carry the loss, so the passes stop after them
+        K = min(pc.update_tokens or mask.shape[1], mask.shape[1])
+        advantages = ppo.masked_whiten(advantages[:, :K], mask[:, :K])
 
         P, temp = batch.query_ids.shape[1], batch.temperature
-        ids, att = batch.input_ids, batch.attention_mask
+        ids, att, response_ids = batch.input_ids[:, : P + K], batch.attention_mask[:, : P + K], batch.response_ids[:, :K]
         B = len(ids)
         stats = StepStats()
         params = self.policy.trainable_parameters()
@@ -440,18 +442,18 @@ class Trainer:
         for _ in range(pc.epochs):
             for idx in torch.randperm(B).split(pc.minibatch):
                 idx = idx.to(mask.device)
-                m = mask[idx]
+                m = mask[idx, :K]
                 logits, new_values = self.policy.forward(self.policy.lm, ids[idx], att[idx], P, with_values=pc.critic)
-                new_logprobs = ppo.logprobs_from_logits(logits, batch.response_ids[idx], temp)
+                new_logprobs = ppo.logprobs_from_logits(logits, response_ids[idx], temp)
                 # entropy needs a graph only when it is part of the loss
                 with torch.set_grad_enabled(pc.ent_coef > 0):
                     entropy = ppo.masked_mean(ppo.entropy_from_logits(logits, temp), m)
                 pg_loss, clipfrac, approx_kl, dual_clipfrac = ppo.policy_loss(
-                    new_logprobs, logprobs[idx], advantages[idx], m, pc.cliprange, pc.dual_clip
+                    new_logprobs, logprobs[idx, :K], advantages[idx], m, pc.cliprange, pc.dual_clip
                 )
                 loss = pg_loss - pc.ent_coef * entropy
                 if pc.critic:
-                    vf_loss, vf_clipfrac = ppo.value_loss(new_values, values[idx], returns[idx], m, pc.cliprange_value)
+                    vf_loss, vf_clipfrac = ppo.value_loss(new_values, values[idx, :K], returns[idx, :K], m, pc.cliprange_value)
                     loss = loss + pc.vf_coef * vf_loss
                 loss.backward()  # with step_in_backward, this also updates the weights
                 if self.step_in_backward is not None:
