@@ -75,6 +75,7 @@ NAMES = {
     "20261203-1729-soup-CF0-CF3": "soup CF0-CF3",
     "20261203-1737-batch12-mb32-lr8.5e-4-critic-free-dualclip3-seed0": "TCF0",
     "20261203-1823-update-tokens8-seed0": "UT0", "20261203-1823-update-tokens8-seed1": "UT1",
+    "20261203-1859-temperature1.0-seed0": "TT0", "20261203-1859-temperature1.0-seed1": "TT1",
     # the undated bench/results/safety_eval.json, by its run directory
     "safety-eval-20261127-184242": "F0",
 }
