@@ -76,6 +76,8 @@ NAMES = {
     "20261203-1737-batch12-mb32-lr8.5e-4-critic-free-dualclip3-seed0": "TCF0",
     "20261203-1823-update-tokens8-seed0": "UT0", "20261203-1823-update-tokens8-seed1": "UT1",
     "20261203-1859-temperature1.0-seed0": "TT0", "20261203-1859-temperature1.0-seed1": "TT1",
+    "20261203-1935-stratify-label-seed0": "ST0", "20261203-1935-stratify-label-seed1": "ST1",
+    "20261203-2005-stratify-label-seed2": "ST2", "20261203-2005-stratify-label-seed3": "ST3",
     # the undated bench/results/safety_eval.json, by its run directory
     "safety-eval-20261127-184242": "F0",
 }
